@@ -1,0 +1,107 @@
+"""``python -m testbed build | up | down | env`` (with ``hack`` on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from testbed import bed, build
+from testbed.procs import TestbedError
+
+REPO = build.REPO
+
+
+def _print_env(tb: bed.Testbed) -> None:
+    for key, value in tb.env().items():
+        # Values of the form $(cat FILE) are meant to be evaluated by the shell.
+        quoted = f'"{value}"' if value.startswith("$(cat ") else shlex.quote(value)
+        print(f"export {key}={quoted}")
+
+
+def _install_crds(tb: bed.Testbed) -> list[str]:
+    crds = sorted((REPO / "crds").glob("*.yaml"))
+    if not crds:
+        return []
+    kubectl = tb.kubectl()
+    for crd in crds:
+        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=failback-operator",
+    )
+    return [c.name for c in crds]
+
+
+def _summary(tb: bed.Testbed, crds: list[str]) -> str:
+    state = tb.root / bed.STATE_FILE
+    lines = [
+        "The failback test bed is up. Every component listens on 127.0.0.1 and serves TLS",
+        f"signed by the test bed's CA ({tb.kube.ca_file}).",
+        "",
+        f"  Kubernetes  {tb.kube.server}  (etcd + kube-apiserver, RBAC on)",
+        f"              kubectl: {tb.kubectl_binary} --kubeconfig {tb.kube.kubeconfig} get ns",
+        f"  vCenter     {tb.vcenter.url}  (vcsim; user {tb.vcenter.username},",
+        f"              password in {tb.vcenter.password_file})",
+        f"  Azure       {tb.azure.arm_url}  (ARM, identity and blob emulator;",
+        f"              tenant {tb.azure.tenant_id}, client {tb.azure.client_id},",
+        f"              secret in {tb.azure.client_secret_file},",
+        f"              control API {tb.azure.endpoint}/_emulator)",
+        f"  Helm        {tb.helm_binary}",
+        "",
+        "CRDs installed: " + (", ".join(crds) if crds else "none yet (crds/ is empty)"),
+        "",
+        "Point your shell at it:",
+        f'  eval "$(PYTHONPATH={REPO / "hack"} {sys.executable} -m testbed env)"',
+        "Stop it:",
+        "  make down",
+        f"State: {state}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    parser.add_argument(
+        "--root", type=Path, default=None, help="run folder of the test bed (default: .testbed/run)"
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("build", help="build the binaries into the cache (first run only)")
+    verbs.add_parser("up", help="start every component detached and install the CRDs")
+    verbs.add_parser("down", help="stop every component and remove the run folder")
+    verbs.add_parser("env", help="print shell exports pointing at the running test bed")
+    args = parser.parse_args(argv)
+    root: Path = args.root or bed.default_run_dir()
+    try:
+        if args.verb == "build":
+            bins = build.build_all()
+            print(f"test bed binaries ready in {bins.kube_apiserver.parent.parent}")
+        elif args.verb == "up":
+            tb = bed.up(root)
+            try:
+                crds = _install_crds(tb)
+            except BaseException:
+                bed.down(root)
+                raise
+            print(_summary(tb, crds))
+        elif args.verb == "down":
+            bed.down(root)
+            print(f"test bed in {root} stopped")
+        else:
+            tb_running = bed.running(root / bed.STATE_FILE)
+            if tb_running is None:
+                raise TestbedError(f"no live test bed in {root}; start one with `make demo`")
+            _print_env(tb_running)
+    except TestbedError as exc:
+        print(f"testbed {args.verb}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

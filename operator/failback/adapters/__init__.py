@@ -1,0 +1,1 @@
+"""Adapters implementing the ports for the outside systems (vSphere, Azure)."""

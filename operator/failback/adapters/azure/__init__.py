@@ -1,0 +1,1 @@
+"""Azure adapter: credentials, compute, long-running operations, faults."""

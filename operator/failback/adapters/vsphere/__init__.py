@@ -1,0 +1,1 @@
+"""vSphere adapter: sessions, PropertyCollector inventory, tasks, faults."""

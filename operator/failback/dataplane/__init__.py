@@ -1,0 +1,1 @@
+"""The replication data plane: process server and master target services."""

@@ -1,0 +1,19 @@
+"""Protocols between the services and the outside world.
+
+Services depend on these seams only; adapters implement them; tests of services
+hand in real adapters against the test bed. Each later capability adds its port
+here (VSphere, Azure, DataPlane).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """The time source. The pure domain never reads the clock; it is given ``now``."""
+
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware (UTC)."""
+        ...

@@ -1,0 +1,1 @@
+"""Services: observe through the ports, ask the domain what to do, do one thing."""
