@@ -15,8 +15,8 @@ REPO = build.REPO
 
 def _print_env(tb: bed.Testbed) -> None:
     for key, value in tb.env().items():
-        # Values of the form $(cat FILE) are meant to be evaluated by the shell.
-        quoted = f'"{value}"' if value.startswith("$(cat ") else shlex.quote(value)
+        # $(cat FILE) and $PATH are meant to be expanded by the shell that evals this.
+        quoted = f'"{value}"' if "$" in value else shlex.quote(value)
         print(f"export {key}={quoted}")
 
 

@@ -101,9 +101,12 @@ class Testbed:
         """Variables that point a shell (kubectl, govc, az-style tools) at the test bed.
 
         Secrets are not values here: each one is read from its 0600 file when the
-        shell evaluates the line, so they never appear in a log.
+        shell evaluates the line, so they never appear in a log. ``PATH`` puts the
+        test bed's kubectl and helm first.
         """
+        tool_dirs = {str(self.kubectl_binary.parent), str(self.helm_binary.parent)}
         return {
+            "PATH": ":".join([*sorted(tool_dirs), "$PATH"]),
             "FAILBACK_TESTBED_STATE": str(self.root / STATE_FILE),
             "KUBECONFIG": str(self.kube.kubeconfig),
             "FAILBACK_TESTBED_CA": str(self.kube.ca_file),

@@ -78,7 +78,7 @@ def require() -> Binaries:
     return bins
 
 
-def _go() -> str:
+def go_toolchain() -> str:
     go = shutil.which("go")
     if go is None:
         raise TestbedError(
@@ -164,7 +164,7 @@ def build_kubernetes() -> None:
     bins = binaries()
     if all(p.is_file() for p in (bins.kube_apiserver, bins.etcd, bins.kubectl)):
         return
-    go = _go()
+    go = go_toolchain()
     work = cache_root() / "build" / f"kubernetes-v{versions.KUBERNETES}"
     work.mkdir(parents=True, exist_ok=True)
     # A scratch module only to ask the proxy for Kubernetes' own go.mod.
@@ -212,7 +212,7 @@ def build_kubernetes() -> None:
 def _go_install(package: str, version: str, target: Path) -> None:
     if target.is_file():
         return
-    go = _go()
+    go = go_toolchain()
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = target.parent / "stage"
     stage.mkdir(exist_ok=True)

@@ -15,6 +15,8 @@ from pathlib import Path
 class TestbedError(RuntimeError):
     """A component of the test bed could not be built, started or reached."""
 
+    __test__ = False  # a name pytest would otherwise try to collect
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
