@@ -80,11 +80,11 @@ class Testbed:
                 f"no test bed is running ({state_file} does not exist); start one with "
                 "`make demo` or `PYTHONPATH=hack .venv/bin/python -m testbed up`"
             ) from None
-        kube = {
+        kube: dict[str, Any] = {
             k: Path(v) if k in {"ca_file", "kubeconfig", "client_cert", "client_key"} else v
             for k, v in state["kube"].items()
         }
-        vcenter = {
+        vcenter: dict[str, Any] = {
             k: Path(v) if k in {"ca_file", "datastore_dir", "password_file"} else v
             for k, v in state["vcenter"].items()
         }

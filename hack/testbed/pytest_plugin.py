@@ -82,7 +82,7 @@ def k8s_client(kube: Kube) -> Any:
     """A ``kubernetes.client.ApiClient`` authenticated as the test bed's admin."""
     from kubernetes import config
 
-    return config.new_client_from_config(str(kube.kubeconfig))
+    return config.new_client_from_config(str(kube.kubeconfig))  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
