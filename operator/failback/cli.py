@@ -9,13 +9,19 @@ says so and exits with status 3, so scripts never mistake it for success.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from failback import __version__
+from failback.settings import DEFAULT_PEERING, Settings
 
 EXIT_NOT_BUILT = 3
+
+
+class UsageError(Exception):
+    """A command line that cannot run; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ VERBS: tuple[Verb, ...] = (
     Verb(
         "operator",
         "run the controllers (ProtectedVM, FailbackPlan, MasterTarget, ProcessServer)",
-        "the controllers arrive with the API, vSphere, Azure and orchestration issues",
+        None,
     ),
     Verb(
         "process-server",
@@ -49,6 +55,49 @@ VERBS: tuple[Verb, ...] = (
 )
 
 
+def _operator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        metavar="NAME",
+        help="a namespace to serve (repeat for several); default: $FAILBACK_NAMESPACES "
+        "(comma-separated), else the pod's own namespace from $POD_NAMESPACE",
+    )
+    parser.add_argument(
+        "--peering",
+        default=DEFAULT_PEERING,
+        help="name of the KopfPeering object that keeps a second replica idle "
+        f"(default: {DEFAULT_PEERING})",
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="run without peering (development only: nothing stops a second replica)",
+    )
+    parser.add_argument("--priority", type=int, default=0, help="peering priority (default: 0)")
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--recheck-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between level-based re-checks of an unchanged object (default: 60)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json (default; one object per line) or text",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failback",
@@ -57,17 +106,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in VERBS:
-        verbs.add_parser(verb.name, help=verb.summary, description=verb.summary)
+        sub = verbs.add_parser(verb.name, help=verb.summary, description=verb.summary)
+        if verb.name == "operator":
+            _operator_arguments(sub)
     return parser
 
 
+def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """The operator's settings from its flags, with the pod's environment as fallback."""
+    namespaces: list[str] = list(args.namespaces or [])
+    if not namespaces and environ.get("FAILBACK_NAMESPACES"):
+        namespaces = [n.strip() for n in environ["FAILBACK_NAMESPACES"].split(",") if n.strip()]
+    if not namespaces and environ.get("POD_NAMESPACE"):
+        namespaces = [environ["POD_NAMESPACE"]]
+    if not namespaces:
+        raise UsageError(
+            "no namespace to serve: pass --namespace NAME (repeatable), or set "
+            "FAILBACK_NAMESPACES or POD_NAMESPACE"
+        )
+    if args.recheck_interval <= 0:
+        raise UsageError(f"--recheck-interval must be positive, not {args.recheck_interval:g}")
+    return Settings(
+        namespaces=tuple(dict.fromkeys(namespaces)),
+        peering=args.peering,
+        standalone=args.standalone,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+        recheck_interval=args.recheck_interval,
+        instance=environ.get("POD_NAME") or environ.get("HOSTNAME") or "failback-operator",
+    )
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    # Imported here: `failback --help` and the data-plane verbs must not load kopf.
+    import asyncio
+
+    import kopf
+
+    from failback.controllers import runtime
+
+    settings = operator_settings(args, dict(os.environ))
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    asyncio.run(runtime.run(settings))
+    return 0
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"operator": run_operator}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     verb = next(v for v in VERBS if v.name == args.verb)
     if verb.pending is not None:
         print(f"failback {verb.name}: not available yet: {verb.pending}.", file=sys.stderr)
         return EXIT_NOT_BUILT
-    raise AssertionError(f"verb {verb.name} is marked built but has no implementation")
+    try:
+        return RUNNERS[verb.name](args)
+    except UsageError as exc:
+        parser.exit(2, f"failback {verb.name}: error: {exc}\n")
 
 
 if __name__ == "__main__":

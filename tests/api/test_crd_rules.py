@@ -102,6 +102,23 @@ def process_server() -> Obj:
     }
 
 
+def deployed_process_server() -> Obj:
+    obj = process_server()
+    obj["spec"]["deploy"] = True
+    obj["spec"]["azure"] = {
+        "subscriptionId": SUB,
+        "resourceGroup": "rg-dr",
+        "region": "westeurope",
+        "subnetId": f"/subscriptions/{SUB}/resourceGroups/rg-net/providers/"
+        "Microsoft.Network/virtualNetworks/vnet-dr/subnets/replication",
+        "vmSize": "Standard_D4s_v5",
+        "image": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server",
+                  "version": "latest"},
+        "credentialsSecretRef": {"name": "azure-credentials"},
+    }  # fmt: skip
+    return obj
+
+
 PLURALS = {
     "ProtectedVM": "protectedvms",
     "FailbackPlan": "failbackplans",
@@ -126,7 +143,9 @@ def api(k8s_client: Any, crds_installed: list[str]) -> client.CustomObjectsApi:
 # ------------------------------------------------------------------ valid objects
 
 
-@pytest.mark.parametrize("make", [protected_vm, physical, plan, master_target, process_server])
+@pytest.mark.parametrize(
+    "make", [protected_vm, physical, plan, master_target, process_server, deployed_process_server]
+)
 def test_valid_objects_are_accepted(
     api: client.CustomObjectsApi, namespace: str, make: Callable[[], Obj]
 ) -> None:
@@ -449,6 +468,28 @@ BAD: list[tuple[str, Callable[[], Obj], Callable[[Obj], None], str]] = [
         _set("spec.endpoint", "ftp://ps"),
         "spec.endpoint must be an https URL",
     ),
+    (
+        "ps-delete-after-failback-without-deploy",
+        process_server,
+        _set("spec.deleteAfterFailback", True),
+        "spec.deleteAfterFailback needs spec.deploy",
+    ),
+    (
+        "ps-subnet-in-another-subscription",
+        deployed_process_server,
+        _set(
+            "spec.azure.subnetId",
+            "/subscriptions/11111111-2222-4333-8444-555555555555/resourceGroups/rg-net/"
+            "providers/Microsoft.Network/virtualNetworks/vnet-dr/subnets/replication",
+        ),
+        "spec.azure.subnetId must be in spec.azure.subscriptionId",
+    ),
+    (
+        "pvm-policy-not-a-duration",
+        protected_vm,
+        _set("spec.policy", {"appConsistentFrequency": "hourly"}),
+        "spec.policy.appConsistentFrequency must be 0s (off) or a duration like 60m",
+    ),
 ]
 
 
@@ -509,6 +550,29 @@ IMMUTABLE: list[tuple[str, Callable[[], Obj], dict[str, Any], str]] = [
         },
         "spec.sourceType is immutable",
     ),
+    (
+        "original-vm-removed",
+        protected_vm,
+        {
+            "spec": {
+                "onPrem": {
+                    "originalVM": None,
+                    "alternatePlacement": {
+                        "datacenter": "DC0",
+                        "host": "DC0_H0",
+                        "datastore": "LocalDS_0",
+                    },
+                }
+            }
+        },
+        "spec.onPrem.originalVM cannot be removed once set",
+    ),
+    (
+        "ps-azure-removed",
+        deployed_process_server,
+        {"spec": {"deploy": False, "azure": None, "endpoint": "https://10.20.0.4:9443"}},
+        "spec.azure cannot be removed once set",
+    ),
     ("mt-vm", master_target, {"spec": {"vm": {"instanceUUID": UUID_B}}}, "spec.vm is immutable"),
     (
         "mt-os-type",
@@ -550,6 +614,32 @@ def test_identity_fields_are_immutable(
         )
     assert rejected.value.status == 422, rejected.value.body
     assert message in json.loads(rejected.value.body)["message"]
+
+
+def test_a_non_duration_policy_gets_only_its_own_message(
+    api: client.CustomObjectsApi, namespace: str
+) -> None:
+    """The cross-field policy rule must not add a CEL type-conversion error for a typo."""
+    obj = protected_vm()
+    obj["spec"]["policy"] = {"recoveryPointRetention": "1 day"}
+    with pytest.raises(ApiException) as rejected:
+        create(api, namespace, obj, dry_run=True)
+    message = json.loads(rejected.value.body)["message"]
+    assert "spec.policy.recoveryPointRetention must be a duration like 24h" in message
+    assert "type conversion error" not in message
+
+
+def test_status_accepts_more_than_60_disks_in_use(
+    api: client.CustomObjectsApi, namespace: str
+) -> None:
+    """Over 60 disks is a condition to report (R-PRE-18), not a status to reject."""
+    obj = master_target()
+    create(api, namespace, obj, dry_run=False)
+    patched = api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "mastertargets", obj["metadata"]["name"],
+        {"status": {"disksInUse": 61, "diskLimit": 60}},
+    )  # fmt: skip
+    assert patched["status"]["disksInUse"] == 61
 
 
 def test_mutable_fields_stay_mutable(api: client.CustomObjectsApi, namespace: str) -> None:

@@ -14,7 +14,7 @@ from testbed.procs import alive
 HACK = build.REPO / "hack"
 
 
-def testbed_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_testbed_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "testbed", "--root", str(root), *args],
         env={**os.environ, "PYTHONPATH": str(HACK)},
@@ -29,7 +29,7 @@ def test_up_env_down(tmp_path: Path) -> None:
     build.require()  # fails with the fix if the binaries are missing
     root = tmp_path / "run"
 
-    up = testbed_cli(root, "up")
+    up = run_testbed_cli(root, "up")
     try:
         assert up.returncode == 0, up.stderr
         for component in ("Kubernetes", "vCenter", "Azure", "Helm"):
@@ -43,11 +43,11 @@ def test_up_env_down(tmp_path: Path) -> None:
         ]
         assert all(alive(pid) for pid in pids)
 
-        again = testbed_cli(root, "up")
+        again = run_testbed_cli(root, "up")
         assert again.returncode == 1
         assert "already running" in again.stderr
 
-        env = testbed_cli(root, "env")
+        env = run_testbed_cli(root, "env")
         assert env.returncode == 0, env.stderr
         shell = subprocess.run(
             ["bash", "-c", f"{env.stdout}\nkubectl get ns default -o name"],
@@ -61,11 +61,11 @@ def test_up_env_down(tmp_path: Path) -> None:
         # Secrets are read from files when the shell evaluates the exports, never printed.
         assert state["vcenter"]["password"] not in up.stdout + env.stdout
     finally:
-        down = testbed_cli(root, "down")
+        down = run_testbed_cli(root, "down")
     assert down.returncode == 0, down.stderr
     assert not any(alive(pid) for pid in pids)
     assert not root.exists()
 
-    gone = testbed_cli(root, "env")
+    gone = run_testbed_cli(root, "env")
     assert gone.returncode == 1
     assert "no live test bed" in gone.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,61 @@ def test_console_script_is_installed() -> None:
     helped = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
     assert helped.returncode == 0
     assert all(verb in helped.stdout for verb in VERBS)
-    refused = subprocess.run([script, "operator"], capture_output=True, text=True, check=False)
+    refused = subprocess.run([script, "demo"], capture_output=True, text=True, check=False)
     assert refused.returncode == cli.EXIT_NOT_BUILT
     assert "not available yet" in refused.stderr
+
+
+def _operator_args(*argv: str) -> argparse.Namespace:
+    return cli.build_parser().parse_args(["operator", *argv])
+
+
+def test_operator_without_a_namespace_says_how_to_give_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("FAILBACK_NAMESPACES", "POD_NAMESPACE"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["operator"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "failback operator: error: no namespace to serve: pass --namespace NAME" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "namespaces"),
+    [
+        (["-n", "a", "--namespace", "b", "-n", "a"], {}, ("a", "b")),
+        ([], {"FAILBACK_NAMESPACES": "x, y,,"}, ("x", "y")),
+        ([], {"POD_NAMESPACE": "failback-system"}, ("failback-system",)),
+        (["-n", "flag"], {"FAILBACK_NAMESPACES": "env", "POD_NAMESPACE": "pod"}, ("flag",)),
+    ],
+)
+def test_operator_namespaces_come_from_flags_then_environment(
+    argv: list[str], environ: dict[str, str], namespaces: tuple[str, ...]
+) -> None:
+    settings = cli.operator_settings(_operator_args(*argv), environ)
+    assert settings.namespaces == namespaces
+
+
+def test_operator_settings_carry_every_flag() -> None:
+    args = _operator_args(
+        "-n", "ns", "--peering", "p", "--standalone", "--priority", "7",
+        "--liveness", "http://127.0.0.1:8080/healthz", "--recheck-interval", "5",
+    )  # fmt: skip
+    settings = cli.operator_settings(args, {"POD_NAME": "failback-operator-abc"})
+    assert settings.peering == "p"
+    assert settings.standalone is True
+    assert settings.priority == 7
+    assert settings.liveness_endpoint == "http://127.0.0.1:8080/healthz"
+    assert settings.recheck_interval == 5.0
+    assert settings.instance == "failback-operator-abc"
+
+
+def test_operator_refuses_a_non_positive_recheck_interval(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["operator", "-n", "ns", "--recheck-interval", "0"])
+    assert exit_.value.code == 2
+    assert "--recheck-interval must be positive, not 0" in capsys.readouterr().err

@@ -13,8 +13,6 @@ import dataclasses
 import json
 import os
 import secrets
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from typing import Any
 from testbed.azure.control_client import EmulatorControl
 from testbed.azure.principal import ARM_SCOPE, CLIENT_ID, SUBSCRIPTION_ID, TENANT_ID
 from testbed.pki import Pki
+from testbed.procs import free_port, log_tail, spawn, stop
 
 HACK = Path(__file__).resolve().parents[2]
 _PATH_FIELDS = ("client_secret_file", "ca_file", "log_file")
@@ -118,51 +117,13 @@ class AzureEmulator:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_emulator(pid: int, grace: float = 5.0) -> None:
-    """SIGTERM the emulator's process group, then SIGKILL what is left."""
-    own = [p for p in _detached if p.pid == pid]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if own:
-                if own[0].poll() is not None:
-                    _detached.remove(own[0])
-                    return
-                time.sleep(0.05)
-                continue
-            with contextlib.suppress(ChildProcessError):
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done == pid:
-                    return
-            if not _alive(pid):
-                return
-            time.sleep(0.05)
+    """SIGTERM the emulator's process group, then SIGKILL what is left; reap it."""
+    stop(pid, grace=grace)
+    for proc in [p for p in _detached if p.pid == pid]:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        _detached.remove(proc)
 
 
 def launch_azure_emulator(
@@ -170,7 +131,7 @@ def launch_azure_emulator(
 ) -> AzureEmulator:
     """Start the emulator detached (own session) and wait until it answers over TLS."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     cert = pki.serving("azure-emulator", ("127.0.0.1", "localhost"))
     secret_file = workdir / "client-secret"
     secret_file.write_text(secrets.token_urlsafe(24))
@@ -188,15 +149,7 @@ def launch_azure_emulator(
         f"--client-secret-file={secret_file}",
     ]
     python_path = os.pathsep.join(p for p in (str(HACK), os.environ.get("PYTHONPATH")) if p)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": python_path},
-            start_new_session=True,
-        )
+    proc = spawn(argv, log, env={**os.environ, "PYTHONPATH": python_path})
     _detached.append(proc)
     emulator = AzureEmulator(
         endpoint=f"https://127.0.0.1:{port}",
@@ -215,7 +168,7 @@ def launch_azure_emulator(
         if proc.poll() is not None:
             raise AzureEmulatorError(
                 f"the Azure emulator exited with status {proc.returncode} while starting; "
-                f"last lines of {log}:\n{_tail(log)}"
+                f"last lines of {log}:\n{log_tail(log)}"
             )
         try:
             control.health()
@@ -226,7 +179,7 @@ def launch_azure_emulator(
             stop_emulator(proc.pid)
             raise AzureEmulatorError(
                 f"the Azure emulator did not answer on {emulator.endpoint} within {timeout:g} s; "
-                f"last lines of {log}:\n{_tail(log)}"
+                f"last lines of {log}:\n{log_tail(log)}"
             )
         time.sleep(0.1)
 

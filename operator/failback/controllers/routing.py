@@ -1,0 +1,159 @@
+"""One routed, level-based reconcile entry per kind.
+
+Each kind has exactly one reconcile function. It is registered for resume (operator
+start), create and update, and as a timer, so a missed event or drift outside
+Kubernetes (a snapshot added in vCenter, an Azure VM started by hand) is caught on the
+next pass. The function is idempotent: it observes, decides and writes the status it
+computed, whatever triggered it.
+
+Today every kind's reconcile publishes the conditions that apply to its spec, each
+``Unknown`` until its check lands (vSphere, Azure, data plane and orchestration
+issues), with ``observedGeneration``; each check replaces its seed as it arrives.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import kopf
+
+from failback.api import failbackplan, mastertarget, merge_patch, processserver, protectedvm
+from failback.api.conditions import FALSE, Condition, ConditionType, Reason
+from failback.api.constants import (
+    FAILBACK_PLAN,
+    GROUP,
+    MASTER_TARGET,
+    PROCESS_SERVER,
+    PROTECTED_VM,
+    VERSION,
+    Resource,
+)
+from failback.controllers.bridge import kopf_errors
+from failback.domain.status import refresh_conditions
+from failback.errors import SpecInvalid
+from failback.settings import Settings
+
+
+class _Status(Protocol):
+    @property
+    def conditions(self) -> tuple[Condition, ...]: ...
+
+
+class _Meta(Protocol):
+    @property
+    def generation(self) -> int: ...
+
+
+class _Object(Protocol):
+    @property
+    def meta(self) -> _Meta: ...
+    @property
+    def status(self) -> _Status: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What the routed reconcile needs to know of one kind."""
+
+    resource: Resource
+    parse: Callable[[Mapping[str, Any]], Any]
+    applicable: Callable[[Any], tuple[str, ...]]
+    """The condition types that apply to a parsed object (some depend on its spec)."""
+    ready_inputs: Callable[[Any], tuple[str, ...]]
+    """The condition types ``Ready`` summarizes."""
+    phase: Callable[[Iterable[Condition]], str]
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind(
+        PROTECTED_VM,
+        protectedvm.parse,
+        lambda vm: protectedvm.condition_types(vm.spec),
+        lambda vm: protectedvm.ready_inputs(vm.spec),
+        protectedvm.derive_phase,
+    ),
+    Kind(
+        FAILBACK_PLAN,
+        failbackplan.parse,
+        lambda _: failbackplan.CONDITION_TYPES,
+        lambda _: failbackplan.VALIDATIONS,
+        failbackplan.derive_phase,
+    ),
+    Kind(
+        MASTER_TARGET,
+        mastertarget.parse,
+        lambda _: mastertarget.CONDITION_TYPES,
+        lambda _: mastertarget.PREREQUISITES,
+        mastertarget.derive_phase,
+    ),
+    Kind(
+        PROCESS_SERVER,
+        processserver.parse,
+        lambda ps: processserver.condition_types(ps.spec),
+        lambda ps: processserver.ready_inputs(ps.spec),
+        processserver.derive_phase,
+    ),
+)
+"""Every kind the operator serves."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def status_of(kind: Kind, body: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The status ``body`` should have now (``SpecInvalid`` if its spec cannot be read)."""
+    obj: _Object = kind.parse(body)
+    generation = obj.meta.generation
+    conditions = refresh_conditions(
+        obj.status.conditions, kind.applicable(obj), kind.ready_inputs(obj), generation, now
+    )
+    return {
+        "observedGeneration": generation,
+        "phase": str(kind.phase(conditions)),
+        "conditions": [c.to_dict() for c in conditions],
+    }
+
+
+def _spec_invalid(body: Mapping[str, Any], error: SpecInvalid, now: dt.datetime) -> dict[str, Any]:
+    """Ready False naming the field: the API server's validation was bypassed somehow."""
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    ready = Condition(ConditionType.READY, FALSE, Reason.SPEC_INVALID, str(error), generation, now)
+    return {"observedGeneration": generation, "conditions": [ready.to_dict()]}
+
+
+def handler(kind: Kind) -> Callable[..., Any]:
+    """The thin kopf handler of ``kind``: parse, compute, patch status, map errors."""
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        now = _now()
+        old = dict(body.get("status") or {})
+        with kopf_errors():
+            try:
+                new = status_of(kind, body, now)
+            except SpecInvalid as exc:
+                patch.status.update(merge_patch(old, {**old, **_spec_invalid(body, exc, now)}))
+                raise
+        patch.status.update(merge_patch(old, {**old, **new}))
+
+    reconcile.__name__ = reconcile.__qualname__ = f"reconcile_{kind.resource.singular}"
+    return reconcile
+
+
+def register_all(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+    """Route resume, create, update and the re-check timer of every kind to its handler."""
+    for kind in KINDS:
+        fn = handler(kind)
+        resource = (GROUP, VERSION, kind.resource.plural)
+        for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+            on(*resource, id="reconcile", registry=registry)(fn)
+        kopf.timer(
+            *resource,
+            id="recheck",
+            interval=settings.recheck_interval,
+            idle=settings.recheck_idle,
+            registry=registry,
+        )(fn)
