@@ -67,37 +67,40 @@ class Kind:
     phase: Callable[[Iterable[Condition]], str]
 
 
-KINDS: tuple[Kind, ...] = (
-    Kind(
-        PROTECTED_VM,
-        protectedvm.parse,
-        lambda vm: protectedvm.condition_types(vm.spec),
-        lambda vm: protectedvm.ready_inputs(vm.spec),
-        protectedvm.derive_phase,
-    ),
-    Kind(
-        FAILBACK_PLAN,
-        failbackplan.parse,
-        lambda _: failbackplan.CONDITION_TYPES,
-        lambda _: failbackplan.VALIDATIONS,
-        failbackplan.derive_phase,
-    ),
-    Kind(
-        MASTER_TARGET,
-        mastertarget.parse,
-        lambda _: mastertarget.CONDITION_TYPES,
-        lambda _: mastertarget.PREREQUISITES,
-        mastertarget.derive_phase,
-    ),
-    Kind(
-        PROCESS_SERVER,
-        processserver.parse,
-        lambda ps: processserver.condition_types(ps.spec),
-        lambda ps: processserver.ready_inputs(ps.spec),
-        processserver.derive_phase,
-    ),
-)
-"""Every kind the operator serves."""
+KINDS: dict[str, Kind] = {
+    k.resource.kind: k
+    for k in (
+        Kind(
+            PROTECTED_VM,
+            protectedvm.parse,
+            lambda vm: protectedvm.condition_types(vm.spec),
+            lambda vm: protectedvm.ready_inputs(vm.spec),
+            protectedvm.derive_phase,
+        ),
+        Kind(
+            FAILBACK_PLAN,
+            failbackplan.parse,
+            lambda _: failbackplan.CONDITION_TYPES,
+            lambda _: failbackplan.VALIDATIONS,
+            failbackplan.derive_phase,
+        ),
+        Kind(
+            MASTER_TARGET,
+            mastertarget.parse,
+            lambda _: mastertarget.CONDITION_TYPES,
+            lambda _: mastertarget.PREREQUISITES,
+            mastertarget.derive_phase,
+        ),
+        Kind(
+            PROCESS_SERVER,
+            processserver.parse,
+            lambda ps: processserver.condition_types(ps.spec),
+            lambda ps: processserver.ready_inputs(ps.spec),
+            processserver.derive_phase,
+        ),
+    )
+}
+"""Every kind the operator serves, by ``kind``."""
 
 
 def _now() -> dt.datetime:
@@ -143,17 +146,26 @@ def handler(kind: Kind) -> Callable[..., Any]:
     return reconcile
 
 
-def register_all(registry: kopf.OperatorRegistry, settings: Settings) -> None:
-    """Route resume, create, update and the re-check timer of every kind to its handler."""
-    for kind in KINDS:
-        fn = handler(kind)
-        resource = (GROUP, VERSION, kind.resource.plural)
-        for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-            on(*resource, id="reconcile", registry=registry)(fn)
-        kopf.timer(
-            *resource,
-            id="recheck",
-            interval=settings.recheck_interval,
-            idle=settings.recheck_idle,
-            registry=registry,
-        )(fn)
+def register(registry: kopf.OperatorRegistry, settings: Settings, kind: Kind) -> None:
+    """Route resume, create, update and the re-check timer of ``kind`` to its handler."""
+    route(registry, settings, kind.resource, handler(kind))
+
+
+def route(
+    registry: kopf.OperatorRegistry,
+    settings: Settings,
+    resource: Resource,
+    fn: Callable[..., Any],
+) -> None:
+    """Register ``fn`` as the one reconcile entry of ``resource``: resume, create, update and
+    a timer every ``settings.recheck_interval`` seconds once the object is idle."""
+    selector = (GROUP, VERSION, resource.plural)
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*selector, id="reconcile", registry=registry)(fn)
+    kopf.timer(
+        *selector,
+        id="recheck",
+        interval=settings.recheck_interval,
+        idle=settings.recheck_idle,
+        registry=registry,
+    )(fn)

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import kopf
 
 from failback.api.constants import FIELD_MANAGER, FINALIZER, GROUP
-from failback.controllers import routing
+from failback.controllers import failbackplan, mastertarget, processserver, protectedvm
 from failback.settings import Settings
 
 SYNC_WORKERS = 8
@@ -72,7 +72,8 @@ def registry(settings: Settings) -> kopf.OperatorRegistry:
     """
     reg = kopf.OperatorRegistry()
     kopf.on.login(registry=reg)(kopf.login_via_client)
-    routing.register_all(reg, settings)
+    for controller in (protectedvm, failbackplan, mastertarget, processserver):
+        controller.register(reg, settings)
     return reg
 
 

@@ -1,8 +1,8 @@
 """Protocols between the services and the outside world.
 
 Services depend on these seams only; adapters implement them; tests of services
-hand in real adapters against the test bed. Each later capability adds its port
-here (VSphere, Azure, DataPlane).
+hand in real adapters against the test bed. One module per seam: ``ports.vsphere``,
+``ports.azure``, ``ports.dataplane``; the clock is here.
 """
 
 from __future__ import annotations
