@@ -48,7 +48,7 @@ test: lint types layers pytest
 
 demo: testbed
 	$(TESTBED) down >/dev/null
-	$(TESTBED) up
+	$(TESTBED) up --with-operator
 
 down: $(STAMP)
 	$(TESTBED) down

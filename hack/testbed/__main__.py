@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from testbed import bed, build
+from testbed import operator as operator_
 from testbed.procs import TestbedError
 
 REPO = build.REPO
@@ -38,7 +39,32 @@ def _install_crds(tb: bed.Testbed) -> list[str]:
     return [c.name for c in crds]
 
 
-def _summary(tb: bed.Testbed, crds: list[str]) -> str:
+def _start_operator(tb: bed.Testbed) -> tuple[bed.Testbed, str]:
+    """Install the manifests and samples, start the operator, and show what it reports."""
+    kubectl = tb.kubectl()
+    operator_.install(kubectl)
+    operator = operator_.start(tb.kube, tb.root / "operator")
+    tb = tb.with_operator(operator)
+    tb.save()  # before waiting: `down` must find the operator to stop it
+    operator_.wait_reconciled(kubectl, operator)
+    listed = kubectl.run("get", "failback", "-n", operator_.NAMESPACE).stdout
+    return tb, listed
+
+
+def _operator_summary(tb: bed.Testbed, listed: str) -> list[str]:
+    if tb.operator is None:
+        return []
+    return [
+        "",
+        f"failback operator (pid {tb.operator.pid}) serves namespace {tb.operator.namespace},",
+        "running as its ServiceAccount with the RBAC of manifests/rbac.yaml; log:",
+        f"  {tb.operator.log_file}",
+        "The samples of manifests/samples/ as it reports them (kubectl get failback):",
+        *(f"  {line}" for line in listed.rstrip().splitlines()),
+    ]
+
+
+def _summary(tb: bed.Testbed, crds: list[str], listed: str = "") -> str:
     state = tb.root / bed.STATE_FILE
     lines = [
         "The failback test bed is up. Every component listens on 127.0.0.1 and serves TLS",
@@ -55,6 +81,7 @@ def _summary(tb: bed.Testbed, crds: list[str]) -> str:
         f"  Helm        {tb.helm_binary}",
         "",
         "CRDs installed: " + (", ".join(crds) if crds else "none yet (crds/ is empty)"),
+        *_operator_summary(tb, listed),
         "",
         "Point your shell at it:",
         f'  eval "$(PYTHONPATH={REPO / "hack"} {sys.executable} -m testbed env)"',
@@ -72,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("build", help="build the binaries into the cache (first run only)")
-    verbs.add_parser("up", help="start every component detached and install the CRDs")
+    up = verbs.add_parser("up", help="start every component detached and install the CRDs")
+    up.add_argument(
+        "--with-operator",
+        action="store_true",
+        help="also install manifests/ and the samples, and run `failback operator`",
+    )
     verbs.add_parser("down", help="stop every component and remove the run folder")
     verbs.add_parser("env", help="print shell exports pointing at the running test bed")
     args = parser.parse_args(argv)
@@ -83,12 +115,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"test bed binaries ready in {bins.kube_apiserver.parent.parent}")
         elif args.verb == "up":
             tb = bed.up(root)
+            listed = ""
             try:
                 crds = _install_crds(tb)
+                if args.with_operator:
+                    tb, listed = _start_operator(tb)
             except BaseException:
                 bed.down(root)
                 raise
-            print(_summary(tb, crds))
+            print(_summary(tb, crds, listed))
         elif args.verb == "down":
             bed.down(root)
             print(f"test bed in {root} stopped")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from testbed import build
 from testbed.azure.process import AzureEmulator, launch_azure_emulator
 from testbed.kube import Kube, launch_kube
+from testbed.operator import Operator
 from testbed.pki import Pki
 from testbed.procs import TestbedError, alive, stop
 from testbed.tools import Tool
@@ -47,6 +48,8 @@ class Testbed:
     azure: AzureEmulator
     kubectl_binary: Path
     helm_binary: Path
+    operator: Operator | None = None
+    """``failback operator``, when ``up --with-operator`` started it."""
 
     def kubectl(self) -> Tool:
         return Tool(self.kubectl_binary, self.kube.kubeconfig, self.root / "tools-home")
@@ -55,7 +58,15 @@ class Testbed:
         return Tool(self.helm_binary, self.kube.kubeconfig, self.root / "tools-home")
 
     def pids(self) -> list[int]:
+        """The components' processes: the test bed is alive while all of them are."""
         return [self.kube.apiserver_pid, self.kube.etcd_pid, self.vcenter.pid, self.azure.pid]
+
+    def all_pids(self) -> list[int]:
+        """Every process to stop on ``down``, the operator's first."""
+        return ([self.operator.pid] if self.operator else []) + self.pids()
+
+    def with_operator(self, operator: Operator) -> Testbed:
+        return replace(self, operator=operator)
 
     def save(self) -> Path:
         state = {
@@ -65,6 +76,7 @@ class Testbed:
             "azure": self.azure.to_dict(),
             "kubectl_binary": str(self.kubectl_binary),
             "helm_binary": str(self.helm_binary),
+            "operator": _paths_to_str(asdict(self.operator)) if self.operator else None,
         }
         path = self.root / STATE_FILE
         path.write_text(json.dumps(state, indent=2) + "\n")
@@ -95,6 +107,7 @@ class Testbed:
             azure=AzureEmulator.from_dict(state["azure"]),
             kubectl_binary=Path(state["kubectl_binary"]),
             helm_binary=Path(state["helm_binary"]),
+            operator=_operator(state.get("operator")),
         )
 
     def env(self) -> dict[str, str]:
@@ -121,6 +134,17 @@ class Testbed:
             "AZURE_SUBSCRIPTION_ID": self.azure.subscription_id,
             "FAILBACK_AZURE_ARM_URL": self.azure.arm_url,
         }
+
+
+def _operator(state: dict[str, Any] | None) -> Operator | None:
+    if not state:
+        return None
+    return Operator(
+        pid=state["pid"],
+        log_file=Path(state["log_file"]),
+        kubeconfig=Path(state["kubeconfig"]),
+        namespace=state["namespace"],
+    )
 
 
 def running(state_file: Path) -> Testbed | None:
@@ -163,6 +187,6 @@ def down(root: Path) -> None:
     state_file = root / STATE_FILE
     if state_file.exists():
         with contextlib.suppress(TestbedError, KeyError, ValueError, TypeError):
-            for pid in Testbed.load(state_file).pids():
+            for pid in Testbed.load(state_file).all_pids():
                 stop(pid)
     shutil.rmtree(root, ignore_errors=True)

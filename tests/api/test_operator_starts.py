@@ -3,7 +3,8 @@
 The operator is started as a process (the console script) with the kubeconfig of a
 ServiceAccount bound only to the Role and ClusterRole of ``manifests/rbac.yaml``, so a
 permission the manifests forgot fails here. It must find its peering object, seed every
-known condition of every kind as Unknown with the object's generation, follow a spec
+condition that applies to each object (Unknown until its check lands) with the object's
+generation, follow a spec
 change, and stop cleanly on SIGTERM.
 """
 
@@ -152,15 +153,16 @@ def test_operator_seeds_every_condition_and_stops_on_sigterm(
             _seeded(o) for o in seen
         )
 
-    _wait("every object got its known conditions as Unknown", all_seeded, log)
+    _wait("every object got its applicable conditions", all_seeded, log)
     for kind in KINDS:
         for obj in _objects(k8s_client, namespace, kind):
-            assert obj["status"]["phase"] == "Pending", obj["status"]
             conditions = obj["status"]["conditions"]
             assert {c["type"] for c in conditions} == set(KINDS[kind][1](obj)), kind
             for cond in conditions:
-                assert cond["status"] == "Unknown", (kind, cond)
-                assert cond["reason"] == "Initializing", (kind, cond)
+                # Unknown until a check lands; a check that ran says True or False, and
+                # either way the reason and message say why.
+                assert cond["status"] in {"True", "False", "Unknown"}, (kind, cond)
+                assert cond["reason"], (kind, cond)
                 assert cond["message"], (kind, cond)
 
     # A spec change is a new generation: the operator follows it.

@@ -29,17 +29,20 @@ def test_up_env_down(tmp_path: Path) -> None:
     build.require()  # fails with the fix if the binaries are missing
     root = tmp_path / "run"
 
-    up = run_testbed_cli(root, "up")
+    up = run_testbed_cli(root, "up", "--with-operator")
     try:
         assert up.returncode == 0, up.stderr
-        for component in ("Kubernetes", "vCenter", "Azure", "Helm"):
+        for component in ("Kubernetes", "vCenter", "Azure", "Helm", "failback operator"):
             assert component in up.stdout
+        # The operator runs and reports the samples (make demo shows them).
+        assert "protectedvm.failback.io/web-01" in up.stdout
         state = json.loads((root / "state.json").read_text())
         pids = [
             state["kube"]["apiserver_pid"],
             state["kube"]["etcd_pid"],
             state["vcenter"]["pid"],
             state["azure"]["pid"],
+            state["operator"]["pid"],
         ]
         assert all(alive(pid) for pid in pids)
 
