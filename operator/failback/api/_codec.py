@@ -200,6 +200,15 @@ def _json_type(data: object) -> str:
 # ------------------------------------------------------------------ encoding
 
 
+class Encodable:
+    """Mixin for models: ``to_dict()`` is the JSON form the CRD stores (camelCase keys,
+    RFC 3339 'Z' times, unset fields left out)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = encode(self)
+        return out
+
+
 def encode(value: Any) -> Any:
     """The JSON form of a model or field value; unset fields (None, ``()``) are left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from failback.api import constants
-from failback.api._codec import decode, encode
+from failback.api._codec import Encodable, decode
 from failback.api.common import ObjectMeta, Site, parse_meta
 from failback.api.conditions import FALSE, TRUE, Condition, ConditionType, Reason, find_condition
 
@@ -172,7 +172,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class FailbackPlanStatus:
+class FailbackPlanStatus(Encodable):
     observed_generation: int | None = None
     phase: PlanPhase | None = None
     active_site: ObservedSite | None = None
@@ -185,11 +185,6 @@ class FailbackPlanStatus:
     forced: ForcedRun | None = None
     steps: tuple[Step, ...] = ()
     conditions: tuple[Condition, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The status as the CRD stores it (camelCase; unset fields left out)."""
-        out: dict[str, Any] = encode(self)
-        return out
 
 
 @dataclass(frozen=True)

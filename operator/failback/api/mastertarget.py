@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from failback.api import constants
-from failback.api._codec import decode, encode
+from failback.api._codec import Encodable, decode
 from failback.api.common import ObjectMeta, ObjectRef, OSType, VMInstance, parse_meta
 from failback.api.conditions import (
     FALSE,
@@ -84,7 +84,7 @@ class Datastore:
 
 
 @dataclass(frozen=True)
-class RetentionVolumeStatus:
+class RetentionVolumeStatus(Encodable):
     """The retention volume as the master target service reports it (R-PRE-5)."""
 
     path: str | None = None
@@ -94,7 +94,7 @@ class RetentionVolumeStatus:
 
 
 @dataclass(frozen=True)
-class MasterTargetStatus:
+class MasterTargetStatus(Encodable):
     observed_generation: int | None = None
     phase: MasterTargetPhase | None = None
     version: str | None = None
@@ -107,11 +107,6 @@ class MasterTargetStatus:
     disk_limit: int | None = None
     retention_volume: RetentionVolumeStatus | None = None
     conditions: tuple[Condition, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The status as the CRD stores it (camelCase; unset fields left out)."""
-        out: dict[str, Any] = encode(self)
-        return out
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from failback.api import constants
-from failback.api._codec import decode, encode
+from failback.api._codec import Encodable, decode
 from failback.api.common import ObjectMeta, ObjectRef, Site, WorkloadIdentity, parse_meta
 from failback.api.conditions import (
     FALSE,
@@ -106,7 +106,7 @@ class Operation:
 
 
 @dataclass(frozen=True)
-class ProcessServerStatus:
+class ProcessServerStatus(Encodable):
     observed_generation: int | None = None
     phase: ProcessServerPhase | None = None
     endpoint: str | None = None
@@ -125,11 +125,6 @@ class ProcessServerStatus:
     """The ProtectedVMs replicating through this process server."""
     operations: tuple[Operation, ...] = ()
     conditions: tuple[Condition, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The status as the CRD stores it (camelCase; unset fields left out)."""
-        out: dict[str, Any] = encode(self)
-        return out
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from failback.api import constants
-from failback.api._codec import decode, encode, json_name
+from failback.api._codec import Encodable, decode, json_name
 from failback.api.common import (
     ObjectMeta,
     ObjectRef,
@@ -226,7 +226,7 @@ class Operation:
 
 
 @dataclass(frozen=True)
-class ProtectedVMStatus:
+class ProtectedVMStatus(Encodable):
     observed_generation: int | None = None
     phase: ProtectedVMPhase | None = None
     active_site: Site | None = None
@@ -239,11 +239,6 @@ class ProtectedVMStatus:
     recovery_points: RecoveryPoints | None = None
     operations: tuple[Operation, ...] = ()
     conditions: tuple[Condition, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The status as the CRD stores it (camelCase; unset fields left out)."""
-        out: dict[str, Any] = encode(self)
-        return out
 
 
 @dataclass(frozen=True)
