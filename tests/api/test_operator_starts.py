@@ -1,7 +1,7 @@
 """`failback operator` runs on the real API server, as its least-privilege ServiceAccount.
 
 The operator is started as a process (the console script) with the kubeconfig of a
-ServiceAccount bound only to the Role and ClusterRole of ``manifests/rbac.yaml``, so a
+ServiceAccount bound only to the Role of ``manifests/rbac.yaml``, so a
 permission the manifests forgot fails here. It must find its peering object, seed every
 condition that applies to each object (Unknown until its check lands) with the object's
 generation, follow a spec
@@ -50,15 +50,12 @@ def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def _in_namespace(docs: list[dict[str, Any]], namespace: str, suffix: str) -> list[dict[str, Any]]:
-    """The manifests moved from failback-system to ``namespace``; cluster-scoped names get
-    ``suffix`` so tests running side by side do not share a ClusterRoleBinding."""
-    moved = json.loads(json.dumps(docs).replace(f'"{SAMPLE_NAMESPACE}"', f'"{namespace}"'))
-    for doc in moved:
-        if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
-            doc["metadata"]["name"] += f"-{suffix}"
-        if doc["kind"] == "ClusterRoleBinding":
-            doc["roleRef"]["name"] += f"-{suffix}"
+def _in_namespace(docs: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The manifests moved from failback-system to ``namespace`` (the RBAC is namespaced only)."""
+    moved: list[dict[str, Any]] = json.loads(
+        json.dumps(docs).replace(f'"{SAMPLE_NAMESPACE}"', f'"{namespace}"')
+    )
+    assert not [d for d in moved if d["kind"].startswith("Cluster")], "nothing cluster-wide"
     return moved
 
 
@@ -84,7 +81,7 @@ def operator_namespace(
 ) -> tuple[str, Path]:
     """``namespace`` prepared like failback-system: peering object, RBAC, ServiceAccount."""
     for name in ("serviceaccount.yaml", "rbac.yaml", "peering.yaml"):
-        _apply(kubectl, _in_namespace(_docs(MANIFESTS / name), namespace, namespace))
+        _apply(kubectl, _in_namespace(_docs(MANIFESTS / name), namespace))
     return namespace, service_account(namespace, "failback-operator")
 
 
@@ -143,7 +140,7 @@ def test_operator_seeds_every_condition_and_stops_on_sigterm(
     samples = [
         d for path in sorted(SAMPLES.glob("*.yaml")) for d in _docs(path) if d["kind"] != "Secret"
     ]
-    _apply(kubectl, _in_namespace(samples, namespace, namespace))
+    _apply(kubectl, _in_namespace(samples, namespace))
     expected = {(d["kind"], d["metadata"]["name"]) for d in samples}
     assert {k for k, _ in expected} == set(KINDS), "the samples must cover every kind"
 

@@ -14,8 +14,8 @@ kopf's defaults suit a demo, not a DR product, so each one that matters is set h
   ``failback-operator`` with this replica's name; transitions are posted explicitly;
 - **no cluster-wide scanning**: the served namespaces are named and the resources are
   discovered once at startup, so the operator needs no right to list namespaces or
-  watch CustomResourceDefinitions (a CRD upgrade is noticed at the next restart, which
-  a Helm upgrade causes anyway);
+  watch CustomResourceDefinitions (a CRD upgrade is noticed at the next restart; a Helm
+  upgrade to a new chart version rolls the Deployment, otherwise restart it);
 - **login** through the official client only (in-cluster ServiceAccount, else
   ``$KUBECONFIG``), registered explicitly rather than guessed from installed packages;
 - **sync handlers** (none yet; the vSphere SDK blocks) get a bounded thread pool.
