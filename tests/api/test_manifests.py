@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import config
 
 from failback.cli import build_parser
+from testbed.rbac import Permission, can_i, effective_permissions, expand
 from testbed.tools import Tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +33,6 @@ RBAC_KINDS = {"Role", "ClusterRole"}
 CLUSTER_RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding"}
 
 Obj = dict[str, Any]
-# (apiGroup, resource, verb): one permission.
-Permission = tuple[str, str, str]
 
 KINDS = ("protectedvms", "failbackplans", "mastertargets", "processservers")
 # What the operator needs in every watched namespace, and nothing more.
@@ -49,18 +48,6 @@ NAMESPACED: set[Permission] = (
 
 def load(path: Path) -> list[Obj]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-
-
-def expand(rules: Iterable[Obj]) -> set[Permission]:
-    """Every (group, resource, verb) a list of RBAC rules grants (no resourceNames here)."""
-    granted: set[Permission] = set()
-    for rule in rules:
-        assert not rule.get("resourceNames"), f"unexpected resourceNames in {rule}"
-        for group in rule.get("apiGroups", []):
-            for resource in rule.get("resources", []):
-                for verb in rule.get("verbs", []):
-                    granted.add((group, resource, verb))
-    return granted
 
 
 def wildcards(objects: Iterable[Obj]) -> list[str]:
@@ -82,44 +69,6 @@ def manifest_objects() -> list[Obj]:
 def rendered_chart(helm: Tool, *args: str) -> list[Obj]:
     out = helm.run("template", "fbo", str(CHART), "--namespace", NAMESPACE, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc is not None]
-
-
-def can_i(kubectl: Tool, verb: str, resource: str, *args: str, user: str = OPERATOR) -> bool:
-    result = kubectl.run("auth", "can-i", verb, resource, f"--as={user}", *args, check=False)
-    answer = result.stdout.strip()
-    assert answer in {"yes", "no"}, f"can-i {verb} {resource} {args}: {result.stderr}"
-    # A warning means kubectl did not check what was meant (e.g. an unknown resource type);
-    # the kubeconfig's default namespace on a cluster-scoped resource is harmless.
-    warnings = [
-        line
-        for line in result.stderr.splitlines()
-        if line.startswith("Warning") and "is not namespace scoped" not in line
-    ]
-    assert not warnings, result.stderr
-    return answer == "yes"
-
-
-def effective_permissions(api: Any, namespace: str) -> set[Permission]:
-    """Everything the caller may do in `namespace` (SelfSubjectRulesReview), minus the
-    self-reviews every authenticated user may create."""
-    review = client.AuthorizationV1Api(api).create_self_subject_rules_review(
-        client.V1SelfSubjectRulesReview(
-            spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace)
-        )
-    )
-    status = review.status
-    assert status is not None
-    assert not status.incomplete, status.evaluation_error
-    rules = [
-        {
-            "apiGroups": rule.api_groups or [],
-            "resources": rule.resources or [],
-            "verbs": rule.verbs,
-            "resourceNames": rule.resource_names,
-        }
-        for rule in status.resource_rules
-    ]
-    return {p for p in expand(rules) if not p[1].startswith("selfsubject")}
 
 
 # --- without a server -------------------------------------------------------------------
@@ -267,7 +216,7 @@ def test_the_peering_object_exists(kubectl: Tool, installed: None) -> None:
 def test_the_operator_can(
     kubectl: Tool, installed: None, verb: str, resource: str, args: tuple[str, ...]
 ) -> None:
-    assert can_i(kubectl, verb, resource, *args)
+    assert can_i(kubectl, OPERATOR, verb, resource, *args)
 
 
 @pytest.mark.parametrize(
@@ -304,7 +253,7 @@ def test_the_operator_can(
 def test_the_operator_cannot(
     kubectl: Tool, installed: None, verb: str, resource: str, args: tuple[str, ...]
 ) -> None:
-    assert not can_i(kubectl, verb, resource, *args)
+    assert not can_i(kubectl, OPERATOR, verb, resource, *args)
 
 
 def test_everything_the_operator_may_do_is_the_intended_set(

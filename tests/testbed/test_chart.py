@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import config
 
 from failback.cli import build_parser
+from testbed.rbac import can_i, effective_permissions, expand
 from testbed.tools import Tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,6 @@ IMAGE = ("registry.example.com/platform/failback-operator", "0.1.0")
 KEEP = "helm.sh/resource-policy"
 
 Obj = dict[str, Any]
-Permission = tuple[str, str, str]
 
 
 def load_all(text: str) -> list[Obj]:
@@ -60,52 +60,12 @@ def plain(kind: str) -> Obj:
     return found
 
 
-def expand(rules: Iterable[Obj]) -> set[Permission]:
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule.get("apiGroups") or []
-        for resource in rule.get("resources") or []
-        for verb in rule.get("verbs") or []
-    }
+def _client(kubeconfig: Path) -> Any:
+    return config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
 
 
 NAMESPACED = expand(plain("Role")["rules"])
 CLUSTER_RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding"}
-
-
-def can_i(kubectl: Tool, user: str, verb: str, resource: str, namespace: str | None) -> bool:
-    where = ("-n", namespace) if namespace else ()
-    result = kubectl.run("auth", "can-i", verb, resource, f"--as={user}", *where, check=False)
-    answer = result.stdout.strip()
-    assert answer in {"yes", "no"}, f"can-i {verb} {resource} {where}: {result.stderr}"
-    # A warning means kubectl did not check what was meant (e.g. an unknown resource type);
-    # the kubeconfig's default namespace on a cluster-scoped resource is harmless.
-    warnings = [
-        line
-        for line in result.stderr.splitlines()
-        if line.startswith("Warning") and "is not namespace scoped" not in line
-    ]
-    assert not warnings, result.stderr
-    return answer == "yes"
-
-
-def effective_permissions(kubeconfig: Path, namespace: str) -> set[Permission]:
-    """Everything the kubeconfig's user may do in `namespace`, minus the self-reviews."""
-    api = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
-    review = client.AuthorizationV1Api(api).create_self_subject_rules_review(
-        client.V1SelfSubjectRulesReview(
-            spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace)
-        )
-    )
-    status = review.status
-    assert status is not None
-    assert not status.incomplete, status.evaluation_error
-    rules = [
-        {"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}
-        for r in status.resource_rules
-    ]
-    return {p for p in expand(rules) if not p[1].startswith("selfsubject")}
 
 
 # --- the chart's files ------------------------------------------------------------------
@@ -459,22 +419,22 @@ def test_install_upgrade_uninstall(
     get(kubectl, "kopfpeerings.kopf.dev", "failback-operator", "-n", namespace)
 
     user = f"system:serviceaccount:{namespace}:fbo-failback-operator"
-    assert can_i(kubectl, user, "patch", "protectedvms.failback.io", namespace)
-    assert can_i(kubectl, user, "get", "secrets", namespace)
-    assert can_i(kubectl, user, "create", "events", namespace)
-    assert can_i(kubectl, user, "patch", "kopfpeerings.kopf.dev", namespace)
-    assert not can_i(kubectl, user, "list", "secrets", namespace)
-    assert not can_i(kubectl, user, "get", "secrets", "default")
-    assert not can_i(kubectl, user, "delete", "customresourcedefinitions", None)
+    assert can_i(kubectl, user, "patch", "protectedvms.failback.io", "-n", namespace)
+    assert can_i(kubectl, user, "get", "secrets", "-n", namespace)
+    assert can_i(kubectl, user, "create", "events", "-n", namespace)
+    assert can_i(kubectl, user, "patch", "kopfpeerings.kopf.dev", "-n", namespace)
+    assert not can_i(kubectl, user, "list", "secrets", "-n", namespace)
+    assert not can_i(kubectl, user, "get", "secrets", "-n", "default")
+    assert not can_i(kubectl, user, "delete", "customresourcedefinitions")
     for verb in ("get", "list", "watch"):
-        assert not can_i(kubectl, user, verb, "customresourcedefinitions", None), verb
-        assert not can_i(kubectl, user, verb, "namespaces", None), verb
-    assert not can_i(kubectl, user, "create", "pods", namespace)
-    assert not can_i(kubectl, user, "delete", "protectedvms.failback.io", namespace)
-    assert not can_i(kubectl, user, "get", "secrets", "kube-system")
+        assert not can_i(kubectl, user, verb, "customresourcedefinitions"), verb
+        assert not can_i(kubectl, user, verb, "namespaces"), verb
+    assert not can_i(kubectl, user, "create", "pods", "-n", namespace)
+    assert not can_i(kubectl, user, "delete", "protectedvms.failback.io", "-n", namespace)
+    assert not can_i(kubectl, user, "get", "secrets", "-n", "kube-system")
     kubeconfig = service_account(namespace, "fbo-failback-operator")
-    assert effective_permissions(kubeconfig, namespace) == NAMESPACED
-    assert effective_permissions(kubeconfig, "kube-system") == set()
+    assert effective_permissions(_client(kubeconfig), namespace) == NAMESPACED
+    assert effective_permissions(_client(kubeconfig), "kube-system") == set()
     # What the release installed: nothing cluster-scoped but the CRDs.
     installed = load_all(helm.run("get", "manifest", release, "-n", namespace).stdout)
     assert not [o for o in installed if o["kind"] in CLUSTER_RBAC_KINDS]
@@ -521,19 +481,21 @@ def test_watch_namespaces_grant_exactly_those_namespaces(
 
     user = f"system:serviceaccount:{namespace}:fbw-failback-operator"
     for watched in (team_a, team_b):
-        assert can_i(kubectl, user, "get", "secrets", watched), watched
-        assert can_i(kubectl, user, "patch", "failbackplans.failback.io", watched), watched
-        assert not can_i(kubectl, user, "list", "secrets", watched), watched
+        assert can_i(kubectl, user, "get", "secrets", "-n", watched), watched
+        assert can_i(kubectl, user, "patch", "failbackplans.failback.io", "-n", watched), watched
+        assert not can_i(kubectl, user, "list", "secrets", "-n", watched), watched
         get(kubectl, "kopfpeerings.kopf.dev", "failback-operator", "-n", watched)
     for unwatched in (other, namespace):
-        assert not can_i(kubectl, user, "get", "secrets", unwatched), unwatched
-        assert not can_i(kubectl, user, "watch", "protectedvms.failback.io", unwatched), unwatched
+        assert not can_i(kubectl, user, "get", "secrets", "-n", unwatched), unwatched
+        assert not can_i(kubectl, user, "watch", "protectedvms.failback.io", "-n", unwatched), (
+            unwatched
+        )
 
     kubeconfig = service_account(namespace, "fbw-failback-operator")
-    assert effective_permissions(kubeconfig, team_a) == NAMESPACED
-    assert effective_permissions(kubeconfig, team_b) == NAMESPACED
-    assert effective_permissions(kubeconfig, other) == set()
-    assert effective_permissions(kubeconfig, namespace) == set()
+    assert effective_permissions(_client(kubeconfig), team_a) == NAMESPACED
+    assert effective_permissions(_client(kubeconfig), team_b) == NAMESPACED
+    assert effective_permissions(_client(kubeconfig), other) == set()
+    assert effective_permissions(_client(kubeconfig), namespace) == set()
 
     deployment = get(kubectl, "deployment", "fbw-failback-operator", "-n", namespace)
     command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
