@@ -52,6 +52,77 @@ class Settings:
     connect_timeout: float = 10.0
     """Seconds to connect to the API server before counting it unreachable."""
 
+    azure_arm_endpoint: str | None = None
+    """Azure Resource Manager's URL; None is public Azure (``https://management.azure.com``).
+    The test bed points it at its emulator."""
+
+    azure_authority: str | None = None
+    """Microsoft Entra ID's host for sign-in; None is public Azure's."""
+
+    azure_ca_file: str | None = None
+    """A CA bundle trusted for Azure instead of the system's (the test bed's CA); None: the
+    system's."""
+
+    azure_federated_token_file: str | None = "/var/run/secrets/azure/tokens/azure-identity-token"  # noqa: S105 - a path
+    """The projected service-account token exchanged for workload identity (where the
+    Azure workload identity webhook mounts it)."""
+
+    azure_poll_interval: float = 15.0
+    """Seconds between two polls of an Azure long-running operation when Azure does not
+    say (it usually does, with Retry-After)."""
+
+    azure_connect_timeout: float = 10.0
+    """Seconds to connect to Azure before counting the attempt failed."""
+
+    azure_read_timeout: float = 60.0
+    """Seconds to wait for an Azure answer before counting the attempt failed."""
+
+    azure_retries: int = 3
+    """Attempts after the first for a transient Azure fault (429, 5xx, timeout) within one
+    call; afterwards the reconcile is retried later."""
+
+    azure_max_inline_wait: float = 10.0
+    """The longest Retry-After (or client-side pacing wait) slept inside a handler; a
+    longer one ends the pass and the object is retried after it."""
+
+    azure_writes_per_hour: float = 1000.0
+    """Client-side pace of ARM writes per principal and subscription: below Azure's legacy
+    1,200 per hour, so the operator is not the one that gets throttled."""
+
+    azure_write_burst: int = 100
+    """ARM writes that may go at once before the pace applies."""
+
+    azure_reads_per_hour: float = 10000.0
+    """Client-side pace of ARM reads (and polls) per principal and subscription (Azure:
+    12,000)."""
+
+    azure_read_burst: int = 1000
+    """ARM reads that may go at once before the pace applies."""
+
+    process_server_timeout: float = 10.0
+    """Seconds to wait for a process server's health answer."""
+
+    process_server_port: int = 9443
+    """The control port of the process servers the operator deploys in Azure: their
+    endpoint is ``https://<private address of the VM>:<this>`` unless spec.endpoint says."""
+
+    vsphere_max_concurrency: int = 8
+    """vSphere calls in flight at once per vCenter (sessions are shared per server and user)."""
+
+    vsphere_inventory_max_age: float = 20.0
+    """Seconds one PropertyCollector read of a vCenter's inventory serves every object
+    checked against it: one read per pass instead of one per object."""
+
+    vsphere_session_check_interval: float = 60.0
+    """Seconds a cached vCenter session may stay idle before it is checked alive again."""
+
+    vsphere_timeout: float = 60.0
+    """Seconds one vCenter request may take before vCenter counts as unreachable."""
+
+    vsphere_idle_logout: float = 600.0
+    """Seconds after which a vCenter session no object used (its Secret was rotated or
+    deleted) is logged out."""
+
     def __post_init__(self) -> None:
         if not self.namespaces:
             raise ValueError("at least one namespace must be served (--namespace)")

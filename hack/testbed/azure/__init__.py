@@ -28,8 +28,12 @@ Identity (``identity``)
     ``GET /{tenant}/v2.0/.well-known/openid-configuration`` (what MSAL reads) and
     ``POST /{tenant}/oauth2/v2.0/token`` with ``client_credentials`` for the one test bed
     principal (``principal``). A wrong secret is 401 ``invalid_client`` AADSTS7000215, an
-    unknown client 400 AADSTS700016, an unknown tenant 400 AADSTS90002. Tokens are opaque
-    random strings remembered with principal, audience and expiry (1 h emulated).
+    unknown client 400 AADSTS700016, an unknown tenant 400 AADSTS90002. A client assertion
+    (``client_assertion``, a JWT) signed by a certificate or a federated credential
+    registered through the control API (``assertions``) signs the principal in too, as a
+    certificate credential or workload identity does; a bad one is 401 AADSTS700027.
+    Tokens are opaque random strings remembered with principal, audience and expiry (1 h
+    emulated).
 
 ARM compute (``arm``, ``vms``, ``disks``, ``armcore``)
     Under ``/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute``:
@@ -80,7 +84,13 @@ Time (``clock``)
     at least 1, unless ``poll_retry_after`` fixes it; 0 makes the SDK use its own
     ``polling_interval``).
 
-Not emulated: other resource types and providers (networks, images, restore points,
+Network interfaces (``vms``)
+    A VM created with ``networkProfile.networkInterfaceConfigurations`` gets one NIC per
+    configuration (``Microsoft.Network/networkInterfaces``, GET only), deleted with it when
+    its ``deleteOption`` says so; its private address is on the loopback network, where
+    the test bed runs everything: ``127.0.0.4``, ``.5``, ... in creation order after a reset.
+
+Not emulated: other resource types and providers (other networking, images, restore points,
 resource groups over ARM), PATCH updates, VM extensions and run commands, scale sets,
 availability zones, ``prevsnapshot`` (blob-snapshot diffs), Put Blob and other blob
 operations, storage account keys or user delegation SAS, managed identities, other
@@ -106,6 +116,9 @@ no auth, never faulted or counted
   ``error`` (429/5xx with ``Retry-After``), ``hang``, ``close``, ``delay``,
   ``fail_operation``, ``times`` times or ``for_seconds``;
 - ``POST tokens/expire``: every issued token expires now;
+- ``POST principal/credentials``: trust a certificate (``kind: certificate``, ``pem``) or a
+  federated credential (``kind: federated``, ``pem`` of the issuer's public key,
+  ``issuer``, ``subject``) for client assertions;
 - ``POST resource-groups``, ``POST disks`` (``size_bytes``), ``POST vms`` (OS and data
   disks, ``power_state``), ``POST vms/{rg}/{vm}/power`` (out-of-band power change);
 - ``POST disks/{rg}/{disk}/writes``: guest writes (``data``/``fill``/``clear``), refused

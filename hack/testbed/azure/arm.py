@@ -49,6 +49,7 @@ ROUTES: dict[tuple[str, bool, str | None, str], Handler] = {
     ("snapshots", False, None, "GET"): disks.list_snapshots,
     ("snapshots", True, "begingetaccess", "POST"): disks.grant_access,
     ("snapshots", True, "endgetaccess", "POST"): disks.revoke_access,
+    ("networkInterfaces", True, None, "GET"): vms.get_nic,
 }
 LIST_ALL: dict[str, Handler] = {
     "virtualMachines": vms.list_all,

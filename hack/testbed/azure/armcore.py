@@ -20,11 +20,13 @@ from aiohttp import web
 from testbed.azure.errors import ArmError
 from testbed.azure.limits import retry_after
 from testbed.azure.principal import SUBSCRIPTION_ID
-from testbed.azure.resources import PROVIDER, Operation
+from testbed.azure.resources import NETWORK_PROVIDER, PROVIDER, Operation
 from testbed.azure.state import Emulator
 from testbed.azure.store import Store
 
 COLLECTIONS = {"virtualmachines": "virtualMachines", "disks": "disks", "snapshots": "snapshots"}
+NETWORK_COLLECTIONS = {"networkinterfaces": "networkInterfaces"}
+"""Microsoft.Network: only the NICs the emulator creates with VMs (read-only)."""
 OPERATION_FAMILIES = {"operations": "operations", "diskoperations": "DiskOperations"}
 
 
@@ -55,14 +57,20 @@ def parse_path(path: str) -> ArmPath | None:
         return None
     if low[0] != "resourcegroups" or len(rest) < 5:
         return None
-    if low[2] != "providers" or low[3] != PROVIDER.lower() or low[4] not in COLLECTIONS:
+    if low[2] != "providers":
+        return None
+    if low[3] == PROVIDER.lower() and low[4] in COLLECTIONS:
+        collection = COLLECTIONS[low[4]]
+    elif low[3] == NETWORK_PROVIDER.lower() and low[4] in NETWORK_COLLECTIONS:
+        collection = NETWORK_COLLECTIONS[low[4]]
+    else:
         return None
     if len(rest) > 7:
         return None
     return ArmPath(
         subscription,
         resource_group=rest[1],
-        collection=COLLECTIONS[low[4]],
+        collection=collection,
         name=rest[5] if len(rest) > 5 else None,
         action=rest[6] if len(rest) > 6 else None,
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from testbed.azure.assertions import parse_credential
 from testbed.azure.faults import parse_rule
 from testbed.azure.pages import PAGE, PageStore
 from testbed.azure.principal import DEFAULT_LOCATION
@@ -201,6 +202,17 @@ async def expire_tokens(request: web.Request) -> web.Response:
     return web.json_response({"expired": emu.tokens.expire_all(emu.clock.now())})
 
 
+@routes.post("/_emulator/principal/credentials")
+async def add_credential(request: web.Request) -> web.Response:
+    """Trust a certificate or a federated credential for the principal (client assertions)."""
+    try:
+        credential = parse_credential(await _body(request))
+    except ValueError as err:
+        raise ControlError(400, str(err)) from None
+    _emu(request).credentials.append(credential)
+    return web.json_response(credential.to_json(), status=201)
+
+
 @routes.post("/_emulator/resource-groups")
 async def add_resource_group(request: web.Request) -> web.Response:
     body = await _body(request)
@@ -293,6 +305,7 @@ async def set_power(request: web.Request) -> web.Response:
             "vm.power", now, vm.id, **{"from": vm.power, "to": state}, source="control"
         )
         vm.power = state
+        vm.state_changed = now
     return web.json_response(vm.instance_view(now))
 
 

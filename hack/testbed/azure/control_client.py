@@ -120,6 +120,18 @@ class EmulatorControl:
         """Expire every access token issued so far; returns how many."""
         return int(self._json("POST", "tokens/expire")["expired"])
 
+    # -- the principal's credentials ------------------------------------------------
+
+    def trust_certificate(self, pem: str) -> None:
+        """Let the principal sign in with the key of this PEM certificate."""
+        self._json("POST", "principal/credentials", {"kind": "certificate", "pem": pem})
+
+    def trust_federated(self, public_key_pem: str, issuer: str, subject: str) -> None:
+        """Let tokens of ``issuer`` for ``subject`` signed by this key sign the principal in
+        (a federated identity credential: workload identity)."""
+        body = {"kind": "federated", "pem": public_key_pem, "issuer": issuer, "subject": subject}
+        self._json("POST", "principal/credentials", body)
+
     # -- seeding and the guest -------------------------------------------------------
 
     def create_resource_group(self, name: str, location: str = "westeurope") -> None:
@@ -142,15 +154,16 @@ class EmulatorControl:
         os_disk_size: int = 4 << 20,
         data_disk_sizes: tuple[int, ...] = (),
         location: str = "westeurope",
+        os_type: str = "Linux",
     ) -> dict[str, Any]:
         """A VM that exists already in ``power_state``, with new disks
-        ``<name>-os`` and ``<name>-data<i>`` (ARM JSON back)."""
+        ``<name>-os`` (of ``os_type``) and ``<name>-data<i>`` (ARM JSON back)."""
         body = {
             "resource_group": resource_group,
             "name": name,
             "power_state": power_state,
             "location": location,
-            "os_disk": {"name": f"{name}-os", "size_bytes": os_disk_size},
+            "os_disk": {"name": f"{name}-os", "size_bytes": os_disk_size, "os_type": os_type},
             "data_disks": [
                 {"name": f"{name}-data{i}", "size_bytes": size}
                 for i, size in enumerate(data_disk_sizes)

@@ -5,6 +5,10 @@ disable_instance_discovery=True)`` works unchanged: the sync credential (MSAL) r
 ``/{tenant}/v2.0/.well-known/openid-configuration`` and posts to the ``token_endpoint``
 it names; the async one posts to ``/{tenant}/oauth2/v2.0/token`` directly.
 
+Besides the client secret, the principal signs in with a client assertion (a certificate
+credential, or a federated token for workload identity) signed by a key registered
+through the control API (see ``assertions``).
+
 Access tokens are opaque (see ``tokens``); ARM checks them on every request.
 """
 
@@ -15,6 +19,7 @@ import math
 
 from aiohttp import web
 
+from testbed.azure.assertions import JWT_BEARER, AssertionRefused, check_assertion
 from testbed.azure.errors import AadError
 from testbed.azure.principal import CLIENT_ID, TENANT_ID
 from testbed.azure.state import EMULATOR
@@ -68,6 +73,8 @@ async def token(request: web.Request) -> web.Response:
     grant_type = str(form.get("grant_type", ""))
     client_id = str(form.get("client_id", ""))
     secret = str(form.get("client_secret", ""))
+    assertion = str(form.get("client_assertion", ""))
+    assertion_type = str(form.get("client_assertion_type", ""))
     scope = str(form.get("scope", ""))
     if grant_type != "client_credentials":
         raise AadError(
@@ -85,7 +92,22 @@ async def token(request: web.Request) -> web.Response:
             f"Application with identifier '{client_id}' was not found in the directory "
             f"'{TENANT_ID}'.",
         )
-    if not hmac.compare_digest(secret.encode(), emu.client_secret.encode()):
+    if assertion or assertion_type:
+        if assertion_type != JWT_BEARER:
+            raise AadError(
+                400,
+                "invalid_request",
+                90014,
+                f"The client_assertion_type must be '{JWT_BEARER}'.",
+            )
+        token_url = f"{emu.endpoint}/{request.match_info['tenant']}/oauth2/v2.0/token"
+        try:
+            check_assertion(assertion, client_id, token_url, emu.credentials)
+        except AssertionRefused as err:
+            raise AadError(
+                401, "invalid_client", 700027, f"Client assertion failed: {err}."
+            ) from None
+    elif not hmac.compare_digest(secret.encode(), emu.client_secret.encode()):
         raise AadError(
             401,
             "invalid_client",

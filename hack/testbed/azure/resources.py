@@ -227,6 +227,54 @@ class DataDisk:
     delete_option: str = "Detach"
 
 
+NETWORK_PROVIDER = "Microsoft.Network"
+
+
+@dataclass
+class NetworkInterface:
+    """A NIC the emulator creates for a VM's ``networkInterfaceConfigurations``. Its
+    private address is on the loopback network, where the test bed runs everything."""
+
+    resource_group: str
+    name: str
+    location: str
+    subnet_id: str
+    private_ip: str
+    vm_id: str
+    delete_with_vm: bool = True
+
+    @property
+    def id(self) -> str:
+        return (
+            f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{self.resource_group}"
+            f"/providers/{NETWORK_PROVIDER}/networkInterfaces/{self.name}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": f"{NETWORK_PROVIDER}/networkInterfaces",
+            "location": self.location,
+            "properties": {
+                "provisioningState": "Succeeded",
+                "primary": True,
+                "virtualMachine": {"id": self.vm_id},
+                "ipConfigurations": [
+                    {
+                        "name": "ipconfig1",
+                        "properties": {
+                            "primary": True,
+                            "privateIPAddress": self.private_ip,
+                            "privateIPAllocationMethod": "Dynamic",
+                            "subnet": {"id": self.subnet_id},
+                        },
+                    }
+                ],
+            },
+        }
+
+
 @dataclass
 class VirtualMachine:
     resource_group: str
@@ -244,6 +292,10 @@ class VirtualMachine:
     power_operation: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    nics: list[NetworkInterface] = field(default_factory=list)
+    state_changed: float | None = None
+    """When the power state last changed (the time of the last provisioning status, as
+    Azure reports the end of the last operation); ``created`` until then."""
 
     kind = "virtualMachines"
 
@@ -291,7 +343,11 @@ class VirtualMachine:
             "provisioningState": self.provisioning_state,
             "timeCreated": iso(self.created),
         }
-        properties.setdefault("networkProfile", {"networkInterfaces": []})
+        network = dict(properties.get("networkProfile") or {})
+        network["networkInterfaces"] = [
+            {"id": nic.id, "properties": {"primary": i == 0}} for i, nic in enumerate(self.nics)
+        ]
+        properties["networkProfile"] = network
         if instance_view:
             properties["instanceView"] = self.instance_view(now)
         return {
@@ -309,7 +365,7 @@ class VirtualMachine:
             "code": f"ProvisioningState/{state.lower()}",
             "level": "Info",
             "displayStatus": f"Provisioning {state.lower()}",
-            "time": iso(now),
+            "time": iso(self.state_changed if self.state_changed is not None else self.created),
         }
         disk_status = {
             "code": "ProvisioningState/succeeded",

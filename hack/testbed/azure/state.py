@@ -6,6 +6,7 @@ import secrets
 
 from aiohttp import web
 
+from testbed.azure.assertions import TrustedCredential
 from testbed.azure.clock import Clock
 from testbed.azure.faults import Faults
 from testbed.azure.limits import Limits, Throttle
@@ -28,6 +29,8 @@ class Emulator:
         self.faults = Faults()
         self.throttle = Throttle()
         self.sas = SasSigner(secrets.token_bytes(32))
+        self.credentials: list[TrustedCredential] = []
+        """Certificates and federated credentials the principal trusts (besides its secret)."""
 
     def reset(self) -> None:
         """Back to a fresh start: no resources, tokens, faults, counters; default limits.
@@ -41,6 +44,7 @@ class Emulator:
         self.tokens.clear()
         self.faults.clear()
         self.throttle.reset()
+        self.credentials.clear()
 
     def settle(self) -> None:
         self.store.settle()

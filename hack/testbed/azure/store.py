@@ -19,6 +19,7 @@ from testbed.azure.principal import DEFAULT_LOCATION, DEFAULT_RESOURCE_GROUP
 from testbed.azure.resources import (
     AccessGrant,
     Disk,
+    NetworkInterface,
     Operation,
     ResourceGroup,
     Snapshot,
@@ -47,8 +48,16 @@ class Store:
         self.grants: dict[str, AccessGrant] = {}
         self.events: list[dict[str, Any]] = []
         self.snapshot_times: dict[str, list[float]] = {}
+        self.nics: dict[Key, NetworkInterface] = {}
+        self._addresses = 0
         self._seq = 0
         self.add_resource_group(DEFAULT_RESOURCE_GROUP, DEFAULT_LOCATION)
+
+    def next_address(self) -> str:
+        """The next private address: 127.0.0.4, .5, ... (Azure keeps .0-.3 of a subnet)."""
+        n = self._addresses
+        self._addresses += 1
+        return f"127.0.{n // 250}.{4 + n % 250}"
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -74,6 +83,7 @@ class Store:
             return
         self.record("vm.power", at, vm.id, **{"from": vm.power, "to": state}, operation=operation)
         vm.power = state
+        vm.state_changed = at
 
     # -- lookups -----------------------------------------------------------------------
 

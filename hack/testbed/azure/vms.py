@@ -16,13 +16,22 @@ from typing import Any
 from aiohttp import web
 
 from testbed.azure.armcore import ArmContext, accepted, ok
-from testbed.azure.errors import ArmError, bad_request, not_allowed
-from testbed.azure.resources import GIB, DataDisk, Disk, VirtualMachine
+from testbed.azure.errors import ArmError, bad_request, not_allowed, not_found
+from testbed.azure.resources import GIB, DataDisk, Disk, NetworkInterface, VirtualMachine
 from testbed.azure.store import Store, key
 
 DEFAULT_VM_SIZE = "Standard_D2s_v3"
 DEFAULT_OS_DISK_GB = 30
 _NOT_ECHOED = {"storageProfile", "hardwareProfile", "provisioningState", "instanceView", "vmId"}
+
+
+def _echoed(props: dict[str, Any]) -> dict[str, Any]:
+    """The properties a VM's answers repeat: as Azure, never ``osProfile.adminPassword``."""
+    extra = {k: v for k, v in props.items() if k not in _NOT_ECHOED}
+    profile = extra.get("osProfile")
+    if isinstance(profile, dict):
+        extra["osProfile"] = {k: v for k, v in profile.items() if k != "adminPassword"}
+    return extra
 
 
 def attach_check(disk: Disk, vm_name: str, now: float) -> None:
@@ -122,6 +131,39 @@ async def get(ctx: ArmContext) -> web.Response:
     return ok(vm.to_json(ctx.now, instance_view=expand))
 
 
+async def get_nic(ctx: ArmContext) -> web.Response:
+    ctx.store.resource_group(ctx.resource_group)
+    nic = ctx.store.nics.get(key(ctx.resource_group, ctx.name))
+    if nic is None:
+        raise not_found("Microsoft.Network/networkInterfaces", ctx.name, ctx.resource_group)
+    return ok(nic.to_json())
+
+
+def _plan_nics(ctx: ArmContext, vm_name: str, props: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(name, subnet ID, delete with the VM) of each NIC a new VM's network profile asks
+    for (``networkInterfaceConfigurations``); checked before anything changes."""
+    configs = (props.get("networkProfile") or {}).get("networkInterfaceConfigurations") or []
+    planned: list[tuple[str, str, bool]] = []
+    for config in configs:
+        name = config.get("name")
+        ip_configs = (config.get("properties") or {}).get("ipConfigurations") or []
+        subnet = (
+            ((ip_configs[0].get("properties") or {}).get("subnet") or {}).get("id")
+            if (ip_configs)
+            else None
+        )
+        if not name or not subnet:
+            raise bad_request(
+                "Each networkInterfaceConfiguration needs a name and an ipConfiguration "
+                "with a subnet id."
+            )
+        if key(ctx.resource_group, name) in ctx.store.nics:
+            raise ArmError(409, "Conflict", f"Network interface '{name}' already exists.")
+        delete = str((config.get("properties") or {}).get("deleteOption", "Detach")) == "Delete"
+        planned.append((name, subnet, delete))
+    return planned
+
+
 async def instance_view(ctx: ArmContext) -> web.Response:
     return ok(ctx.store.vm(ctx.resource_group, ctx.name).instance_view(ctx.now))
 
@@ -152,6 +194,7 @@ async def put(ctx: ArmContext) -> web.Response:
     if not isinstance(storage, dict):
         raise bad_request("Required parameter 'storageProfile' is missing (null).")
     plan = _plan_disks(ctx, ctx.name, storage, with_os=True)
+    nic_plan = _plan_nics(ctx, ctx.name, props)
     now = ctx.now
     store = ctx.store
     disks: dict[int | None, tuple[Disk, dict[str, Any]]] = {}
@@ -195,9 +238,15 @@ async def put(ctx: ArmContext) -> web.Response:
             if lun is not None
         ],
         provisioning_state="Creating",
-        extra={k: v for k, v in props.items() if k not in _NOT_ECHOED},
+        extra=_echoed(props),
         tags=dict(body.get("tags") or {}),
     )
+    for name, subnet, delete in nic_plan:
+        nic = NetworkInterface(
+            group.name, name, location, subnet, store.next_address(), vm.id, delete
+        )
+        store.nics[key(group.name, name)] = nic
+        vm.nics.append(nic)
     store.vms[key(group.name, ctx.name)] = vm
     store.record("vm.created", now, vm.id)
     for disk in vm.disks():
@@ -332,6 +381,9 @@ async def delete(ctx: ArmContext) -> web.Response:
         detach(store, vm.os_disk, at, delete=vm.os_disk_delete_option.lower() == "delete")
         for data in vm.data_disks:
             detach(store, data.disk, at, delete=data.delete_option.lower() == "delete")
+        for nic in vm.nics:
+            if nic.delete_with_vm and store.nics.get(key(nic.resource_group, nic.name)) is nic:
+                del store.nics[key(nic.resource_group, nic.name)]
         store.record("vm.deleted", at, vm.id)
 
     def abort(at: float) -> None:

@@ -324,6 +324,14 @@ class Reason(_Documented):
         "Unknown (R-PRE-13): the Azure VM booted recently and has not registered yet; the "
         "operator waits up to 15 minutes. Not a failure.",
     )
+    AZURE_OS_TYPE_MISMATCH = (
+        "AzureOSTypeMismatch",
+        "False: the Azure VM's OS disk says another OS family than spec.osType.",
+    )
+    UNMANAGED_DISKS = (
+        "UnmanagedDisks",
+        "False: the Azure VM has unmanaged (VHD blob) disks; only managed disks replicate.",
+    )
     AGENT_NOT_REGISTERED = (
         "AgentNotRegistered",
         "False (R-PRE-13): the Azure VM has run for 15 minutes and is still not registered.",
@@ -335,6 +343,10 @@ class Reason(_Documented):
     LICENSE_FORBIDS_FAILBACK = (
         "LicenseForbidsFailback",
         "False (R-PRE-15): the ESXi host runs a free licence that cannot fail back.",
+    )
+    LICENSE_UNKNOWN = (
+        "LicenseUnknown",
+        "Unknown (R-PRE-15): vCenter reports no licence edition for the ESXi host.",
     )
     UNSUPPORTED_SOURCE_OS = (
         "UnsupportedSourceOS",
@@ -478,6 +490,11 @@ class Reason(_Documented):
         "False: Azure refused to create the process server VM.",
     )
     DELETING = "Deleting", "False: the operator is deleting the process server VM."
+    PROCESS_SERVER_IN_USE = (
+        "ProcessServerInUse",
+        "False: the ProcessServer is being deleted but ProtectedVMs still use it; its VM is "
+        "kept until they point at another process server.",
+    )
     # FailbackPlan
     MEMBER_NOT_FOUND = (
         "MemberNotFound",

@@ -1,0 +1,84 @@
+"""The Kubernetes reads of the ProcessServer controller, with the official client (it
+blocks, so each call runs in a thread): one Secret by name (``get`` only), and the
+ProtectedVMs of a namespace (``list``, granted by the operator's Role) that name a
+process server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+
+from failback.api.constants import GROUP, PROTECTED_VM, VERSION
+from failback.errors import Retryable
+
+
+def api_client() -> Any:
+    """The pod's ServiceAccount in a cluster, else ``$KUBECONFIG`` as it is now (the
+    client's own default is read once, when it is imported)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG")
+        )
+
+
+class KubeReads:
+    """Implements ``ports.processserver.SecretReader`` and ``ProcessServerUsers``."""
+
+    def __init__(self, api: Any | None = None) -> None:
+        self._api = api
+
+    def _client(self) -> Any:
+        if self._api is None:
+            self._api = api_client()
+        return self._api
+
+    def _read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        try:
+            secret = client.CoreV1Api(self._client()).read_namespaced_secret(name, namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise Retryable(
+                f"reading Secret {namespace}/{name} failed: HTTP {exc.status} {exc.reason}"
+            ) from None
+        data = secret.data or {}
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        return await asyncio.to_thread(self._read, namespace, name)
+
+    def _users(self, namespace: str, process_server: str) -> tuple[str, ...]:
+        try:
+            listed = client.CustomObjectsApi(self._client()).list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PROTECTED_VM.plural
+            )
+        except client.ApiException as exc:
+            raise Retryable(
+                f"listing ProtectedVMs of {namespace} failed: HTTP {exc.status} {exc.reason}"
+            ) from None
+        items: list[dict[str, Any]] = listed.get("items", []) if isinstance(listed, dict) else []
+        return tuple(
+            sorted(
+                item["metadata"]["name"]
+                for item in items
+                if ((item.get("spec") or {}).get("processServerRef") or {}).get("name")
+                == process_server
+            )
+        )
+
+    async def users(self, namespace: str, process_server: str) -> tuple[str, ...]:
+        return await asyncio.to_thread(self._users, namespace, process_server)
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None

@@ -1,0 +1,177 @@
+"""The vSphere seam: what services ask of vCenter, and the errors it answers with.
+
+:mod:`failback.adapters.vsphere` implements it with pyVmomi (one cached session per
+vCenter and user, PropertyCollector reads with fixed property lists, faults mapped in one
+module). Services depend on this Protocol only.
+
+Errors (each carries the condition ``reason`` a service reports)::
+
+    Retryable
+    └── VCenterUnreachable        connection refused, DNS, timeout, vCenter busy
+    Permanent
+    ├── VCenterLoginFailed        the Secret's user name or password was refused
+    ├── TLSVerificationFailed     the certificate matched neither caBundle nor thumbprint
+    ├── PermissionDenied          NoPermission: the message names the privilege and object
+    ├── NotFound                  a VM, host, datastore... that is not (or no longer) there
+    └── VSphereFault              any other fault vCenter raised, with its message
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from failback.api.conditions import Reason
+from failback.domain.vsphere import VM, Inventory, VCenterCredentials
+from failback.errors import Permanent, Retryable
+
+
+class VCenterUnreachable(Retryable):
+    reason: str = Reason.VCENTER_UNREACHABLE
+
+
+class VCenterLoginFailed(Permanent):
+    reason: str = Reason.VCENTER_LOGIN_FAILED
+
+
+class TLSVerificationFailed(Permanent):
+    reason: str = Reason.TLS_VERIFICATION_FAILED
+
+
+class PermissionDenied(Permanent):
+    reason: str = Reason.INSUFFICIENT_VCENTER_PERMISSIONS
+
+
+class NotFound(Permanent):
+    reason: str = Reason.VM_NOT_FOUND
+
+
+class VSphereFault(Permanent):
+    # Reported Unknown (the operator retries), with vCenter's own message.
+    reason: str = Reason.VCENTER_UNREACHABLE
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A vSphere task, by moref, as vCenter reports it now."""
+
+    moref: str
+    state: str
+    """``queued``, ``running``, ``success`` or ``error``."""
+    error: str | None = None
+    result: str | None = None
+    """The moref the task produced (a created VM), if any."""
+    progress: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("success", "error")
+
+
+@dataclass(frozen=True)
+class NewDisk:
+    """A disk to create, named by its file so that a retry finds it instead of adding
+    a second one."""
+
+    file_name: str
+    """``[datastore] folder/name.vmdk``; the folder must exist (a VM's folder does)."""
+    capacity_bytes: int
+    thin: bool = True
+
+
+@dataclass(frozen=True)
+class VMPlacement:
+    """Where a new VM goes (R-LOC-2): every name resolved inside ``datacenter``."""
+
+    datacenter: str
+    datastore: str
+    host: str | None = None
+    cluster: str | None = None
+    folder: str | None = None
+    """A folder path under the datacenter's VM folder (``dr/restored``), or None for it."""
+    networks: tuple[str, ...] = ()
+    """Port group names, one NIC each, in order."""
+
+
+@dataclass(frozen=True)
+class NewVM:
+    name: str
+    guest_id: str
+    placement: VMPlacement
+    instance_uuid: str
+    """Chosen by the caller and stored before the task starts, so that a retry (or a
+    restarted operator) finds the VM a lost task created instead of creating another."""
+    cpus: int = 2
+    memory_mib: int = 4096
+    disk_files: tuple[str, ...] = ()
+    """Existing VMDKs (``[ds] path.vmdk``) to attach, in order."""
+    new_disks: tuple[NewDisk, ...] = ()
+    extra_config: Mapping[str, str] | None = None
+
+
+class VCenter(Protocol):
+    """One vCenter, as one user (one cached session)."""
+
+    @property
+    def server(self) -> str: ...
+
+    async def inventory(self, max_age: float | None = None) -> Inventory:
+        """One read of everything (fixed property lists), shared by every caller for
+        ``max_age`` seconds (the settings' default when None)."""
+        ...
+
+    async def vm(self, instance_uuid: str) -> VM | None:
+        """A fresh read of one VM, found by instance UUID."""
+        ...
+
+    async def privileges(
+        self, morefs: Sequence[str], privileges: Sequence[str]
+    ) -> dict[str, tuple[str, ...]]:
+        """For each entity, the privileges of ``privileges`` the session lacks on it."""
+        ...
+
+    async def power_on(self, instance_uuid: str) -> TaskState | None:
+        """Start powering on; None when it already is (nothing to wait for)."""
+        ...
+
+    async def power_off(self, instance_uuid: str) -> TaskState | None:
+        """Start a hard power-off; None when it already is off."""
+        ...
+
+    async def create_vm(self, spec: NewVM) -> TaskState | str:
+        """Start creating ``spec``; the moref of the VM when it already exists."""
+        ...
+
+    async def attach_disks(
+        self, instance_uuid: str, files: Sequence[str], new: Sequence[NewDisk] = ()
+    ) -> TaskState | None:
+        """Attach existing VMDKs (and create new ones) to the VM; None when every file
+        is attached already and no new disk is asked for."""
+        ...
+
+    async def detach_disks(self, instance_uuid: str, files: Sequence[str]) -> TaskState | None:
+        """Detach the VMDKs (keeping the files); None when none of them is attached."""
+        ...
+
+    async def task(self, moref: str) -> TaskState:
+        """A task's state now (``NotFound`` once vCenter forgot it)."""
+        ...
+
+    async def wait(self, moref: str, patience: float) -> TaskState:
+        """Wait for a task to end; its last state after ``patience`` seconds."""
+        ...
+
+
+class VCenters(Protocol):
+    """The session cache: one :class:`VCenter` per server and user."""
+
+    async def connect(self, credentials: VCenterCredentials) -> VCenter: ...
+
+
+class Secrets(Protocol):
+    """Reads one Secret by name (``get``; the operator may not list or watch Secrets)."""
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """The decoded ``data`` of the Secret, or None when it does not exist."""
+        ...

@@ -1,0 +1,143 @@
+"""Fixtures for the Azure tests: a reset emulator, the adapter pointed at it, and a guard
+that greps everything a test logged for secrets.
+
+The emulator's clock runs 60 times faster than real time (a real second is an emulated
+minute) with short operations, so a test never sleeps long.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
+from failback.ports.azure import ClientSecret
+from testbed.azure.process import AzureEmulator
+from testbed.tools import Tool
+
+RG = "rg-failback-azure-tests"
+SCALE = 60.0
+FAST = 6.0
+"""Emulated seconds of a 'fast' operation: 0.1 s of real time."""
+
+
+@pytest.fixture
+def emulator(azure_emulator: AzureEmulator) -> Iterator[AzureEmulator]:
+    control = azure_emulator.control
+    control.reset()
+    control.set_time_scale(SCALE)
+    durations = dict.fromkeys(control.limits()["durations"], FAST)
+    control.set_limits(durations=durations)
+    control.create_resource_group(RG)
+    yield azure_emulator
+    control.clear_faults()
+
+
+def options(emu: AzureEmulator, **changes: Any) -> AzureOptions:
+    """The adapter's options for the emulator: short polls and timeouts."""
+    base = AzureOptions(
+        arm_endpoint=emu.arm_url,
+        authority=emu.authority,
+        ca_file=str(emu.ca_file),
+        federated_token_file=None,
+        poll_interval=0.05,
+        connect_timeout=5.0,
+        read_timeout=10.0,
+        retries=3,
+        max_inline_wait=5.0,
+    )
+    return replace(base, **changes)
+
+
+def identity(emu: AzureEmulator, secret: str | None = None) -> ClientSecret:
+    return ClientSecret(emu.tenant_id, emu.client_id, secret or emu.client_secret)
+
+
+@pytest.fixture
+async def clients(emulator: AzureEmulator) -> AsyncIterator[AzureClientsAdapter]:
+    adapter = AzureClientsAdapter(options(emulator))
+    yield adapter
+    await adapter.close()
+
+
+# ------------------------------------------------------------------ the leak guard
+
+
+@dataclass
+class LeakGuard:
+    """Collects every log line of a test; fails it if a secret shows up in one."""
+
+    secrets: list[str] = field(default_factory=list)
+    """Values that must never be logged (a test adds the SAS URLs and tokens it sees)."""
+    lines: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        text = "\n".join(self.lines)
+        for secret in self.secrets:
+            assert secret not in text, "a secret was logged"
+        signatures = re.findall(r"(?i)\bsig=([^&\s\"']+)", text)
+        assert all(s.upper() == "REDACTED" for s in signatures), "a SAS signature was logged"
+        bearers = re.findall(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,})", text)
+        assert bearers == [], "a bearer token was logged"
+        tokens = re.findall(r"access_token[\"']?\s*[:=]\s*[\"']?([^\"'\s,}]+)", text)
+        assert all(set(t) == {"*"} for t in tokens), "an access token was logged"
+
+
+class _Collect(logging.Handler):
+    def __init__(self, guard: LeakGuard) -> None:
+        super().__init__(logging.DEBUG)
+        self.guard = guard
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.guard.lines.append(self.format(record))
+
+
+@pytest.fixture(autouse=True)
+def leak_guard(request: pytest.FixtureRequest) -> Iterator[LeakGuard]:
+    """Every record of every logger, at DEBUG, for the whole test, and the emulator's own
+    log; checked at its end."""
+    guard = LeakGuard()
+    emu: AzureEmulator | None = None
+    if "azure_emulator" in request.fixturenames:
+        emu = request.getfixturevalue("azure_emulator")
+        guard.secrets.append(emu.client_secret)
+    handler = _Collect(guard)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield guard
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    if emu is not None and emu.log_file.exists():
+        guard.lines.extend(emu.log_file.read_text(errors="replace").splitlines())
+    guard.check()
+
+
+# ------------------------------------------------------------------ Kubernetes
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Tool) -> None:
+    """The CRDs of crds/ on the test bed's API server."""
+    for crd in sorted(CRDS.glob("*.yaml")):
+        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=failback-operator",
+    )
