@@ -21,24 +21,6 @@ def _print_env(tb: bed.Testbed) -> None:
         print(f"export {key}={quoted}")
 
 
-def _install_crds(tb: bed.Testbed) -> list[str]:
-    crds = sorted((REPO / "crds").glob("*.yaml"))
-    if not crds:
-        return []
-    kubectl = tb.kubectl()
-    for crd in crds:
-        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=failback-operator",
-    )
-    return [c.name for c in crds]
-
-
 def _start_operator(tb: bed.Testbed) -> tuple[bed.Testbed, str]:
     """Install the manifests and samples, start the operator, and show what it reports."""
     kubectl = tb.kubectl()
@@ -117,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             tb = bed.up(root)
             listed = ""
             try:
-                crds = _install_crds(tb)
+                crds = operator_.install_crds(tb.kubectl())
                 if args.with_operator:
                     tb, listed = _start_operator(tb)
             except BaseException:

@@ -8,11 +8,14 @@ grant. The Deployment itself is not applied: the test bed runs no kubelet.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -35,6 +38,39 @@ class Operator:
     namespace: str = NAMESPACE
 
 
+def install_crds(kubectl: Tool) -> list[str]:
+    """Every CRD of ``crds/``, applied server-side, once they are Established."""
+    crds = sorted((REPO / "crds").glob("*.yaml"))
+    for crd in crds:
+        _apply(kubectl, crd)
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=failback-operator",
+    )
+    # Established is not yet served: right after, a list can still answer 429 "storage is
+    # (re)initializing". Wait until every kind lists, so clients start on a ready API.
+    kinds = ",".join(_kinds(crds))
+    deadline = time.monotonic() + 60
+    while kubectl.run("get", kinds, "-A", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            kubectl.run("get", kinds, "-A")  # raises with kubectl's own error
+        time.sleep(0.2)
+    return [c.name for c in crds]
+
+
+def _kinds(crds: Sequence[Path]) -> list[str]:
+    """``plural.group`` of every CRD in ``crds``."""
+    out = []
+    for path in crds:
+        doc = yaml.safe_load(path.read_text())
+        out.append(f"{doc['spec']['names']['plural']}.{doc['spec']['group']}")
+    return out
+
+
 def _apply(kubectl: Tool, path: Path) -> None:
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(path))
 
@@ -46,6 +82,23 @@ def install(kubectl: Tool) -> None:
     _apply(kubectl, MANIFESTS / "samples")
 
 
+def moved(docs: Sequence[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """Manifests written for failback-system, moved to ``namespace`` (a test's own)."""
+    text = json.dumps(list(docs)).replace(f'"{NAMESPACE}"', f'"{namespace}"')
+    out: list[dict[str, Any]] = json.loads(text)
+    return out
+
+
+def install_into(kubectl: Tool, namespace: str) -> None:
+    """ServiceAccount, RBAC and peering object of ``manifests/`` in ``namespace``, so an
+    operator serving it runs with exactly the rights a user grants."""
+    for name in INSTALL_ORDER[1:]:
+        docs = [d for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d]
+        kubectl.run(
+            "apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(moved(docs, namespace))
+        )
+
+
 def _failback_script() -> Path:
     script = Path(sys.executable).parent / "failback"
     if not script.is_file():
@@ -53,25 +106,38 @@ def _failback_script() -> Path:
     return script
 
 
-def start(kube: Kube, workdir: Path, recheck_interval: float = 30.0) -> Operator:
-    """Start ``failback operator`` detached, as its ServiceAccount; wait until it reconciles."""
+def start(
+    kube: Kube,
+    workdir: Path,
+    recheck_interval: float = 30.0,
+    *,
+    namespace: str = NAMESPACE,
+    extra_args: Sequence[str] = (),
+    log_format: str = "text",
+) -> Operator:
+    """Start ``failback operator`` detached, serving ``namespace`` as its ServiceAccount."""
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = service_account_kubeconfig(
-        kube, NAMESPACE, ACCOUNT, workdir / "operator.kubeconfig", expiration_seconds=86400
+        kube, namespace, ACCOUNT, workdir / "operator.kubeconfig", expiration_seconds=86400
     )
     log = workdir / "operator.log"
     proc = spawn(
         [
             str(_failback_script()),
             "operator",
-            f"--namespace={NAMESPACE}",
+            f"--namespace={namespace}",
             f"--recheck-interval={recheck_interval:g}",
-            "--log-format=text",
+            f"--log-format={log_format}",
+            *extra_args,
         ],
         log,
-        env={"KUBECONFIG": str(kubeconfig), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        env={
+            "KUBECONFIG": str(kubeconfig),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(workdir),
+        },
     )
-    return Operator(pid=proc.pid, log_file=log, kubeconfig=kubeconfig)
+    return Operator(pid=proc.pid, log_file=log, kubeconfig=kubeconfig, namespace=namespace)
 
 
 def wait_reconciled(kubectl: Tool, operator: Operator, timeout: float = 60.0) -> None:

@@ -9,6 +9,7 @@ says so and exits with status 3, so scripts never mistake it for success.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -89,6 +90,34 @@ def _operator_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between level-based re-checks of an unchanged object (default: 60)",
     )
+    azure = parser.add_argument_group("Azure (defaults: the public cloud)")
+    azure.add_argument(
+        "--azure-arm-endpoint",
+        metavar="URL",
+        help="Azure Resource Manager endpoint (another cloud, Azure Stack, the test bed)",
+    )
+    azure.add_argument("--azure-authority", metavar="URL", help="Microsoft Entra ID authority host")
+    azure.add_argument(
+        "--azure-ca-file",
+        metavar="FILE",
+        help="CA bundle that signs ARM's and the authority's certificates (default: system)",
+    )
+    azure.add_argument(
+        "--azure-writes-per-hour",
+        type=float,
+        default=1000.0,
+        metavar="N",
+        help="client-side cap on ARM writes per principal and subscription (default: 1000, "
+        "under Azure's 1,200)",
+    )
+    vsphere = parser.add_argument_group("vSphere")
+    vsphere.add_argument(
+        "--vsphere-max-concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="vCenter operations in flight at once, per vCenter (default: 8)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.add_argument(
         "--log-format",
@@ -126,6 +155,16 @@ def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Sett
         )
     if args.recheck_interval <= 0:
         raise UsageError(f"--recheck-interval must be positive, not {args.recheck_interval:g}")
+    if args.azure_writes_per_hour <= 0:
+        raise UsageError(
+            f"--azure-writes-per-hour must be positive, not {args.azure_writes_per_hour:g}"
+        )
+    if args.vsphere_max_concurrency < 1:
+        raise UsageError(
+            f"--vsphere-max-concurrency must be at least 1, not {args.vsphere_max_concurrency}"
+        )
+    if args.azure_ca_file and not os.path.isfile(args.azure_ca_file):
+        raise UsageError(f"--azure-ca-file {args.azure_ca_file}: no such file")
     return Settings(
         namespaces=tuple(dict.fromkeys(namespaces)),
         peering=args.peering,
@@ -134,6 +173,11 @@ def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Sett
         liveness_endpoint=args.liveness,
         recheck_interval=args.recheck_interval,
         instance=environ.get("POD_NAME") or environ.get("HOSTNAME") or "failback-operator",
+        azure_arm_endpoint=args.azure_arm_endpoint,
+        azure_authority=args.azure_authority,
+        azure_ca_file=args.azure_ca_file,
+        azure_writes_per_hour=args.azure_writes_per_hour,
+        vsphere_max_concurrency=args.vsphere_max_concurrency,
     )
 
 
@@ -150,6 +194,9 @@ def run_operator(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    if not args.verbose:
+        # The Azure SDK logs every request at INFO (URL and header names): noise at 3 a.m.
+        logging.getLogger("azure").setLevel(logging.WARNING)
     asyncio.run(runtime.run(settings))
     return 0
 

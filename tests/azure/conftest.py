@@ -19,7 +19,6 @@ import pytest
 from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
 from failback.ports.azure import ClientSecret
 from testbed.azure.process import AzureEmulator
-from testbed.tools import Tool
 
 RG = "rg-failback-azure-tests"
 SCALE = 60.0
@@ -126,18 +125,3 @@ def leak_guard(request: pytest.FixtureRequest) -> Iterator[LeakGuard]:
 # ------------------------------------------------------------------ Kubernetes
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
-
-
-@pytest.fixture(scope="session")
-def crds(kubectl: Tool) -> None:
-    """The CRDs of crds/ on the test bed's API server."""
-    for crd in sorted(CRDS.glob("*.yaml")):
-        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=failback-operator",
-    )

@@ -20,7 +20,7 @@ import kopf
 from kubernetes import client
 
 from failback.api.constants import GROUP, PROCESS_SERVER, PROTECTED_VM, VERSION
-from failback.controllers import processserver
+from failback.controllers import processserver, resources
 from failback.controllers.runtime import kopf_settings
 from failback.settings import Settings
 from testbed.azure.process import AzureEmulator
@@ -55,6 +55,7 @@ async def running_operator(settings: Settings, kubeconfig: Path) -> AsyncIterato
     stop = asyncio.Event()
     ks = kopf_settings(settings)
     ks.peering.mandatory = False
+    memo = resources.memo(settings)
     task = asyncio.create_task(
         kopf.operator(
             registry=registry,
@@ -62,7 +63,7 @@ async def running_operator(settings: Settings, kubeconfig: Path) -> AsyncIterato
             namespaces=list(settings.namespaces),
             clusterwide=False,
             standalone=True,
-            memo=kopf.Memo(settings=settings),
+            memo=memo,
             stop_flag=stop,
         )
     )
@@ -71,6 +72,7 @@ async def running_operator(settings: Settings, kubeconfig: Path) -> AsyncIterato
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+        await resources.close(memo)
 
 
 async def eventually(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from failback.adapters.azure.clients import AzureClientsAdapter
-from failback.adapters.processserver.kube import KubeReads
+from failback.adapters.kubernetes import KubeReads
 from failback.api import protectedvm
 from failback.api.conditions import Condition, ConditionType, Reason
 from failback.services.azure_preflight import AzurePreflight, azure_preflight

@@ -30,7 +30,7 @@ PS = PROCESS_SERVER.plural
 
 
 @pytest.fixture
-def kube_api(k8s_client: Any, namespace: str, crds: None) -> Kube:
+def kube_api(k8s_client: Any, namespace: str, crds_installed: list[str]) -> Kube:
     return Kube(k8s_client, namespace)
 
 

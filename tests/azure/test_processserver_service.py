@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from failback.adapters.azure.clients import AzureClientsAdapter
+from failback.adapters.kubernetes import KubeReads
 from failback.adapters.processserver.client import HealthClient
-from failback.adapters.processserver.kube import KubeReads
 from failback.api import processserver as api
 from failback.api.conditions import find_condition
 from failback.services import processserver as service

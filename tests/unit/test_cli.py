@@ -102,3 +102,39 @@ def test_operator_refuses_a_non_positive_recheck_interval(
         cli.main(["operator", "-n", "ns", "--recheck-interval", "0"])
     assert exit_.value.code == 2
     assert "--recheck-interval must be positive, not 0" in capsys.readouterr().err
+
+
+def test_operator_azure_and_vsphere_flags(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    args = _operator_args(
+        "-n", "ns", "--azure-arm-endpoint", "https://arm.example", "--azure-authority",
+        "https://login.example", "--azure-ca-file", str(ca), "--azure-writes-per-hour", "600",
+        "--vsphere-max-concurrency", "2",
+    )  # fmt: skip
+    settings = cli.operator_settings(args, {})
+    assert settings.azure_arm_endpoint == "https://arm.example"
+    assert settings.azure_authority == "https://login.example"
+    assert settings.azure_ca_file == str(ca)
+    assert settings.azure_writes_per_hour == 600
+    assert settings.vsphere_max_concurrency == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--azure-ca-file", "/nonexistent/ca.pem"],
+            "--azure-ca-file /nonexistent/ca.pem: no such",
+        ),
+        (["--azure-writes-per-hour", "0"], "--azure-writes-per-hour must be positive, not 0"),
+        (["--vsphere-max-concurrency", "0"], "--vsphere-max-concurrency must be at least 1"),
+    ],
+)
+def test_operator_refuses_bad_flags(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["operator", "-n", "ns", *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

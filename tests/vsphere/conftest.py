@@ -20,7 +20,8 @@ from kubernetes import client
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
-from failback.adapters.vsphere import KubernetesSecrets, Sessions
+from failback.adapters.kubernetes import KubeReads
+from failback.adapters.vsphere import Sessions
 from failback.domain.vsphere import VCenterCredentials
 from failback.ports.vsphere import NewDisk, NewVM, VMPlacement
 from testbed.vcsim import VCenter
@@ -177,5 +178,5 @@ def vcenter_secret(vc: VCenter, **changes: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def secrets(k8s_client: Any) -> KubernetesSecrets:
-    return KubernetesSecrets(k8s_client)
+def secrets(k8s_client: Any) -> KubeReads:
+    return KubeReads(k8s_client)

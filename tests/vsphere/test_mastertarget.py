@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from pyVmomi import vim
 
-from failback.adapters.vsphere import KubernetesSecrets, Sessions
+from failback.adapters.kubernetes import KubeReads
+from failback.adapters.vsphere import Sessions
 from failback.api import mastertarget as api
 from failback.api.conditions import ConditionType as CT
 from failback.domain.mastertarget import SERVICE_CHECKS, VSPHERE_CHECKS
@@ -52,7 +53,7 @@ def secret_ns(k8s_client: Any, namespace: str, vcenter: VCenter) -> str:
 
 
 async def run(
-    mt: api.MasterTarget, secrets: KubernetesSecrets, sessions: Sessions
+    mt: api.MasterTarget, secrets: KubeReads, sessions: Sessions
 ) -> api.MasterTargetStatus:
     return await service.reconcile(mt, secrets, sessions, NOW)
 
@@ -62,7 +63,7 @@ def conds(status: api.MasterTargetStatus) -> dict[str, tuple[str, str, str]]:
 
 
 async def test_a_good_master_target(
-    secret_ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker, vc: Any
+    secret_ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker, vc: Any
 ) -> None:
     uuid_ = await make_vm()
     status = await run(master_target(secret_ns, uuid_), secrets, sessions)
@@ -109,7 +110,7 @@ def enable_uuid(value: str) -> Any:
 
 
 async def test_disk_enable_uuid(
-    secret_ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker, si: Any
+    secret_ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker, si: Any
 ) -> None:
     uuid_ = await make_vm(enable_uuid=False)
     c = conds(await run(master_target(secret_ns, uuid_), secrets, sessions))
@@ -133,7 +134,7 @@ async def test_disk_enable_uuid(
 
 
 async def test_snapshots_added_later_are_caught(
-    secret_ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker, si: Any
+    secret_ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker, si: Any
 ) -> None:
     uuid_ = await make_vm()
     mt = master_target(secret_ns, uuid_)
@@ -149,7 +150,7 @@ async def test_snapshots_added_later_are_caught(
 
 
 async def test_paravirtual_controller(
-    secret_ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker, si: Any
+    secret_ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker, si: Any
 ) -> None:
     uuid_ = await make_vm()
     mt = master_target(secret_ns, uuid_)
@@ -163,7 +164,7 @@ async def test_paravirtual_controller(
 
 
 async def test_storage_vmotion_since_registration(
-    secret_ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker, si: Any
+    secret_ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker, si: Any
 ) -> None:
     uuid_ = await make_vm()
     first = await run(master_target(secret_ns, uuid_), secrets, sessions)
@@ -182,7 +183,7 @@ async def test_storage_vmotion_since_registration(
 
 
 async def test_no_vmfs_datastore(
-    secret_ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker
+    secret_ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker
 ) -> None:
     # The cluster's hosts see only vcsim's local datastores (type OTHER).
     uuid_ = await make_vm(host="DC0_C0_H0", datastore="LocalDS_0")
@@ -201,7 +202,7 @@ async def test_no_vmfs_datastore(
 
 
 async def test_disk_limit_of_sixty(
-    secret_ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker, vc: Any
+    secret_ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker, vc: Any
 ) -> None:
     uuid_ = await make_vm(disks=59)
     mt = master_target(secret_ns, uuid_)
@@ -220,7 +221,7 @@ async def test_disk_limit_of_sixty(
 
 
 async def test_vm_not_found_shows_on_every_vsphere_check(
-    secret_ns: str, secrets: KubernetesSecrets, sessions: Sessions
+    secret_ns: str, secrets: KubeReads, sessions: Sessions
 ) -> None:
     missing = str(uuid.uuid4())
     c = conds(await run(master_target(secret_ns, missing), secrets, sessions))
@@ -243,7 +244,7 @@ async def test_vcenter_secret_missing_or_incomplete(
     k8s_client: Any,
     namespace: str,
     vcenter: VCenter,
-    secrets: KubernetesSecrets,
+    secrets: KubeReads,
     sessions: Sessions,
     secret: dict[str, str] | None,
     reason: str,
@@ -266,7 +267,7 @@ async def test_tls_secret_missing_a_key(
     k8s_client: Any,
     namespace: str,
     vcenter: VCenter,
-    secrets: KubernetesSecrets,
+    secrets: KubeReads,
     sessions: Sessions,
 ) -> None:
     put_secret(k8s_client, namespace, "vcenter", vcenter_secret(vcenter))

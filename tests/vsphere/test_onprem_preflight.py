@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from failback.adapters.vsphere import KubernetesSecrets, Sessions
+from failback.adapters.kubernetes import KubeReads
+from failback.adapters.vsphere import Sessions
 from failback.api import protectedvm
 from failback.api.conditions import ConditionType as CT
 from failback.services import mastertarget as mt_service
@@ -57,7 +58,7 @@ def conds(result: OnPremPreflight) -> dict[str, tuple[str, str, str]]:
 async def check(
     vm: protectedvm.ProtectedVM,
     mt_uuid: str | None,
-    secrets: KubernetesSecrets,
+    secrets: KubeReads,
     sessions: Sessions,
     mt_os: str = "Linux",
     source_os: str | None = None,
@@ -69,7 +70,7 @@ async def check(
 
 
 async def test_original_vm_with_delta_sync_and_its_snapshots(
-    ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker, si: Any
+    ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker, si: Any
 ) -> None:
     mt = await make_vm()
     original = await make_vm()
@@ -106,7 +107,7 @@ async def test_original_vm_with_delta_sync_and_its_snapshots(
 
 
 async def test_original_vm_gone_goes_to_the_alternate_placement_with_full_sync(
-    ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker
+    ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker
 ) -> None:
     mt = await make_vm()
     gone = str(uuid.uuid4())
@@ -131,7 +132,7 @@ async def test_original_vm_gone_goes_to_the_alternate_placement_with_full_sync(
 
 
 async def test_the_master_targets_host_must_reach_the_original_datastores(
-    ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker
+    ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker
 ) -> None:
     # FB_VMFS_0 is mounted on DC0_H0 only: an MT in the cluster cannot write there.
     mt = await make_vm(host="DC0_C0_H0", datastore="LocalDS_0")
@@ -155,7 +156,7 @@ async def test_the_master_targets_host_must_reach_the_original_datastores(
 )
 async def test_an_alternate_placement_that_does_not_resolve(
     ns: str,
-    secrets: KubernetesSecrets,
+    secrets: KubeReads,
     sessions: Sessions,
     make_vm: VMMaker,
     change: dict[str, Any],
@@ -171,7 +172,7 @@ async def test_an_alternate_placement_that_does_not_resolve(
 
 
 async def test_a_good_alternate_placement_with_folder_and_network(
-    ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker
+    ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker
 ) -> None:
     mt = await make_vm()
     place = {**PLACEMENT, "folder": "/", "networks": [{"portGroup": "VM Network"}]}
@@ -181,7 +182,7 @@ async def test_a_good_alternate_placement_with_folder_and_network(
 
 
 async def test_physical_servers_come_back_as_new_vms_and_their_os_is_checked(
-    ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker
+    ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker
 ) -> None:
     mt = await make_vm()
     vm = protected_vm(
@@ -200,7 +201,7 @@ async def test_physical_servers_come_back_as_new_vms_and_their_os_is_checked(
 
 
 async def test_os_mismatch_and_master_target_in_another_vcenter(
-    ns: str, secrets: KubernetesSecrets, sessions: Sessions, make_vm: VMMaker
+    ns: str, secrets: KubeReads, sessions: Sessions, make_vm: VMMaker
 ) -> None:
     mt = await make_vm()
     vm = protected_vm(ns, {"alternatePlacement": PLACEMENT})
@@ -223,7 +224,7 @@ async def test_secret_and_vcenter_problems(
     k8s_client: Any,
     namespace: str,
     vcenter: VCenter,
-    secrets: KubernetesSecrets,
+    secrets: KubeReads,
     sessions: Sessions,
     tmp_path: Path,
 ) -> None:
@@ -242,7 +243,7 @@ async def test_secret_and_vcenter_problems(
 
 
 async def test_many_objects_on_one_vcenter_share_one_session_and_one_read_per_pass(
-    ns: str, secrets: KubernetesSecrets, make_vm: VMMaker, vcenter: VCenter
+    ns: str, secrets: KubeReads, make_vm: VMMaker, vcenter: VCenter
 ) -> None:
     mts = [await make_vm() for _ in range(2)]
     originals = [await make_vm() for _ in range(3)]

@@ -1,13 +1,45 @@
-"""The ProtectedVM controller: kopf registrations only; the behaviour lives in services."""
+"""The ProtectedVM controller: kopf registrations only; the behaviour lives in
+``failback.services.protectedvm`` (the objects it names, the Azure and on-premises
+preflights, replication). The clients are the shared ones of ``controllers.resources``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 
-from failback.controllers import routing
+from failback.api import merge_patch, protectedvm
+from failback.api.constants import PROTECTED_VM
+from failback.controllers import resources, routing
+from failback.controllers.bridge import kopf_errors
+from failback.errors import SpecInvalid
+from failback.services import protectedvm as service
 from failback.settings import Settings
 
 
+def _deps(memo: kopf.Memo) -> service.Dependencies:
+    shared = resources.shared(memo)
+    return service.Dependencies(
+        objects=shared.kube, secrets=shared.kube, vcenters=shared.vsphere, azure=shared.azure
+    )
+
+
+async def reconcile_protectedvm(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Parse, observe both sites, write the status; errors through the bridge."""
+    now = routing.now()
+    old = dict(body.get("status") or {})
+    with kopf_errors():
+        try:
+            vm = protectedvm.parse(body)
+        except SpecInvalid as exc:
+            patch.status.update(merge_patch(old, routing.spec_invalid_status(old, body, exc, now)))
+            raise
+        outcome = await service.reconcile(vm, _deps(memo), now)
+    patch.status.update(merge_patch(old, outcome.status.to_dict()))
+
+
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
-    """Publish the conditions that apply to each ProtectedVM, each Unknown until checked."""
-    routing.register(registry, settings, routing.KINDS["ProtectedVM"])
+    """The routed reconcile of ProtectedVMs."""
+    routing.route(registry, settings, PROTECTED_VM, reconcile_protectedvm)

@@ -6,9 +6,10 @@ Kubernetes (a snapshot added in vCenter, an Azure VM started by hand) is caught 
 next pass. The function is idempotent: it observes, decides and writes the status it
 computed, whatever triggered it.
 
-Today every kind's reconcile publishes the conditions that apply to its spec, each
-``Unknown`` until its check lands (vSphere, Azure, data plane and orchestration
-issues), with ``observedGeneration``; each check replaces its seed as it arrives.
+:data:`KINDS` lists the kinds whose checks have not landed yet (today: FailbackPlan,
+which comes with the orchestration): their reconcile publishes the conditions that apply
+to the spec, each ``Unknown`` with ``observedGeneration``. The other kinds have a
+controller module of their own that calls :func:`route` with their service's handler.
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ from typing import Any, Protocol
 
 import kopf
 
-from failback.api import failbackplan, mastertarget, merge_patch, processserver, protectedvm
+from failback.api import failbackplan, merge_patch
 from failback.api.conditions import FALSE, Condition, ConditionType, Reason
 from failback.api.constants import (
     FAILBACK_PLAN,
     GROUP,
-    MASTER_TARGET,
-    PROCESS_SERVER,
-    PROTECTED_VM,
     VERSION,
     Resource,
 )
@@ -71,39 +69,18 @@ KINDS: dict[str, Kind] = {
     k.resource.kind: k
     for k in (
         Kind(
-            PROTECTED_VM,
-            protectedvm.parse,
-            lambda vm: protectedvm.condition_types(vm.spec),
-            lambda vm: protectedvm.ready_inputs(vm.spec),
-            protectedvm.derive_phase,
-        ),
-        Kind(
             FAILBACK_PLAN,
             failbackplan.parse,
             lambda _: failbackplan.CONDITION_TYPES,
             lambda _: failbackplan.VALIDATIONS,
             failbackplan.derive_phase,
         ),
-        Kind(
-            MASTER_TARGET,
-            mastertarget.parse,
-            lambda _: mastertarget.CONDITION_TYPES,
-            lambda _: mastertarget.PREREQUISITES,
-            mastertarget.derive_phase,
-        ),
-        Kind(
-            PROCESS_SERVER,
-            processserver.parse,
-            lambda ps: processserver.condition_types(ps.spec),
-            lambda ps: processserver.ready_inputs(ps.spec),
-            processserver.derive_phase,
-        ),
     )
 }
-"""Every kind the operator serves, by ``kind``."""
+"""The kinds still served by the generic seeding reconcile, by ``kind``."""
 
 
-def _now() -> dt.datetime:
+def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
@@ -121,24 +98,28 @@ def status_of(kind: Kind, body: Mapping[str, Any], now: dt.datetime) -> dict[str
     }
 
 
-def _spec_invalid(body: Mapping[str, Any], error: SpecInvalid, now: dt.datetime) -> dict[str, Any]:
-    """Ready False naming the field: the API server's validation was bypassed somehow."""
+def spec_invalid_status(
+    old: Mapping[str, Any], body: Mapping[str, Any], error: SpecInvalid, now: dt.datetime
+) -> dict[str, Any]:
+    """``old`` with Ready False naming the field: the API server's validation was bypassed
+    (or the CRD is older than the operator). The other conditions are kept as they were."""
     generation = int(body.get("metadata", {}).get("generation") or 0)
     ready = Condition(ConditionType.READY, FALSE, Reason.SPEC_INVALID, str(error), generation, now)
-    return {"observedGeneration": generation, "conditions": [ready.to_dict()]}
+    kept = [c for c in old.get("conditions", []) if c.get("type") != ConditionType.READY]
+    return {**old, "observedGeneration": generation, "conditions": [ready.to_dict(), *kept]}
 
 
 def handler(kind: Kind) -> Callable[..., Any]:
     """The thin kopf handler of ``kind``: parse, compute, patch status, map errors."""
 
     async def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        now = _now()
+        at = now()
         old = dict(body.get("status") or {})
         with kopf_errors():
             try:
-                new = status_of(kind, body, now)
+                new = status_of(kind, body, at)
             except SpecInvalid as exc:
-                patch.status.update(merge_patch(old, {**old, **_spec_invalid(body, exc, now)}))
+                patch.status.update(merge_patch(old, spec_invalid_status(old, body, exc, at)))
                 raise
         patch.status.update(merge_patch(old, {**old, **new}))
 

@@ -30,7 +30,13 @@ from concurrent.futures import ThreadPoolExecutor
 import kopf
 
 from failback.api.constants import FIELD_MANAGER, FINALIZER, GROUP
-from failback.controllers import failbackplan, mastertarget, processserver, protectedvm
+from failback.controllers import (
+    failbackplan,
+    mastertarget,
+    processserver,
+    protectedvm,
+    resources,
+)
 from failback.settings import Settings
 
 SYNC_WORKERS = 8
@@ -80,6 +86,7 @@ def registry(settings: Settings) -> kopf.OperatorRegistry:
 async def run(settings: Settings, stop_flag: threading.Event | None = None) -> None:
     """Run the controllers until SIGTERM/SIGINT (or ``stop_flag``); return cleanly."""
     ks = kopf_settings(settings)
+    memo = resources.memo(settings)
     try:
         await kopf.operator(
             registry=registry(settings),
@@ -90,10 +97,13 @@ async def run(settings: Settings, stop_flag: threading.Event | None = None) -> N
             peering_name=settings.peering,
             priority=settings.priority,
             liveness_endpoint=settings.liveness_endpoint,
-            memo=kopf.Memo(settings=settings),
+            memo=memo,
             stop_flag=stop_flag,
         )
     finally:
+        # After kopf has stopped every handler: a cleanup activity could close the clients
+        # under a timer that is still running, and that timer would log an error.
+        await resources.close(memo)
         executor = ks.execution.executor
         if isinstance(executor, ThreadPoolExecutor):
             executor.shutdown(wait=False, cancel_futures=True)

@@ -7,7 +7,6 @@ The health endpoint's contract is ``docs/processserver-api.md``; the adapter is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,20 +35,4 @@ class ProcessServerClient(Protocol):
         peer: a refused connection, a timeout, a certificate that does not verify or an
         answer that breaks the contract is a :class:`Probe` without a report, with the
         reason and a message saying what happened."""
-        ...
-
-
-class SecretReader(Protocol):
-    """Reads one Secret by name (``get``; the operator may not list or watch Secrets)."""
-
-    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """The decoded ``data`` of the Secret, or None when it does not exist."""
-        ...
-
-
-class ProcessServerUsers(Protocol):
-    """Which ProtectedVMs name a process server in ``spec.processServerRef``."""
-
-    async def users(self, namespace: str, process_server: str) -> tuple[str, ...]:
-        """Their names, sorted."""
         ...

@@ -167,11 +167,3 @@ class VCenters(Protocol):
     """The session cache: one :class:`VCenter` per server and user."""
 
     async def connect(self, credentials: VCenterCredentials) -> VCenter: ...
-
-
-class Secrets(Protocol):
-    """Reads one Secret by name (``get``; the operator may not list or watch Secrets)."""
-
-    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """The decoded ``data`` of the Secret, or None when it does not exist."""
-        ...

@@ -33,7 +33,7 @@ from failback.ports.azure import (
     PowerState,
     VirtualMachine,
 )
-from failback.ports.processserver import SecretReader
+from failback.ports.kubernetes import SecretReader
 from failback.services.processserver import Unresolved, azure_identity
 
 _VM_ID = re.compile(

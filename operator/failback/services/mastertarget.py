@@ -13,7 +13,8 @@ from failback.api.conditions import TRUE, Condition, ConditionType, Reason, set_
 from failback.domain import mastertarget as rules
 from failback.domain.status import refresh_conditions
 from failback.errors import FailbackError
-from failback.ports.vsphere import Secrets, VCenters
+from failback.ports.kubernetes import SecretReader
+from failback.ports.vsphere import VCenters
 from failback.services.vcenter import (
     Unresolved,
     error_conditions,
@@ -26,7 +27,7 @@ TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
 
 
 async def _tls_secret(
-    secrets: Secrets, namespace: str, name: str, generation: int, now: dt.datetime
+    secrets: SecretReader, namespace: str, name: str, generation: int, now: dt.datetime
 ) -> None:
     field = "spec.tlsSecretRef"
     data = await secrets.read(namespace, name)
@@ -42,7 +43,7 @@ async def _tls_secret(
 
 
 async def reconcile(
-    mt: api.MasterTarget, secrets: Secrets, vcenters: VCenters, now: dt.datetime
+    mt: api.MasterTarget, secrets: SecretReader, vcenters: VCenters, now: dt.datetime
 ) -> api.MasterTargetStatus:
     """The MasterTarget's status after one pass."""
     gen = mt.meta.generation

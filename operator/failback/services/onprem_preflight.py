@@ -29,7 +29,8 @@ from failback.api.protectedvm import Location, ProtectedVM, condition_types
 from failback.domain import onprem_preflight as rules
 from failback.domain.vsphere import Inventory
 from failback.errors import FailbackError
-from failback.ports.vsphere import Secrets, VCenters
+from failback.ports.kubernetes import SecretReader
+from failback.ports.vsphere import VCenters
 from failback.services.vcenter import (
     Unresolved,
     error_conditions,
@@ -57,7 +58,7 @@ class OnPremPreflight:
 async def onprem_preflight(
     vm: ProtectedVM,
     master_target: MasterTarget | None,
-    secrets: Secrets,
+    secrets: SecretReader,
     vcenters: VCenters,
     now: dt.datetime,
     *,

@@ -46,13 +46,8 @@ from failback.ports.azure import (
     VMDeployment,
     WorkloadIdentity,
 )
-from failback.ports.processserver import (
-    TLS_KEYS,
-    ProcessServerClient,
-    ProcessServerUsers,
-    SecretReader,
-    TLSMaterial,
-)
+from failback.ports.kubernetes import ProcessServerUsers, SecretReader
+from failback.ports.processserver import TLS_KEYS, ProcessServerClient, TLSMaterial
 
 TAG_UID: Final = "failback.io/uid"
 """Tag holding the ProcessServer's UID on the VM the operator deployed for it."""

@@ -15,7 +15,7 @@ from failback.domain.vsphere import (
     parse_vcenter_secret,
 )
 from failback.errors import FailbackError, Retryable
-from failback.ports.vsphere import Secrets
+from failback.ports.kubernetes import SecretReader
 
 VCENTER_KEYS_TEXT = ", ".join(SECRET_KEYS) + ", and caBundle or thumbprint"
 
@@ -39,7 +39,7 @@ def secret_not_found(
 
 
 async def vcenter_credentials(
-    secrets: Secrets, namespace: str, name: str, field: str, generation: int, now: dt.datetime
+    secrets: SecretReader, namespace: str, name: str, field: str, generation: int, now: dt.datetime
 ) -> VCenterCredentials:
     """The vCenter Secret ``name``, checked; :class:`Unresolved` names what is missing."""
     data = await secrets.read(namespace, name)

@@ -119,7 +119,10 @@ class CredentialCache:
         return len(self._credentials)
 
     def _make(self, identity: AzureIdentity) -> AsyncTokenCredential:
-        kwargs: dict[str, Any] = {}
+        # No retries of its own: the ARM pipeline that asks for the token retries already,
+        # and retries inside retries kept a handler waiting for a minute on an
+        # unreachable identity endpoint (the token is fetched again on each ARM attempt).
+        kwargs: dict[str, Any] = {"retry_total": 0}
         if self._options.authority:
             kwargs["authority"] = self._options.authority
             kwargs["disable_instance_discovery"] = True

@@ -1,2 +1,1 @@
-"""Process server adapter: its health endpoint over mutual TLS, and the Kubernetes reads
-the ProcessServer controller needs."""
+"""Process server adapter: its health endpoint over mutual TLS."""

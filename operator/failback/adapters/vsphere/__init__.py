@@ -5,7 +5,6 @@ and user); :mod:`.operations` the idempotent operations; :mod:`.faults` the one 
 where pyVmomi's faults become the port's errors; :mod:`.tls` how vCenter is trusted.
 """
 
-from failback.adapters.vsphere.secrets import KubernetesSecrets
 from failback.adapters.vsphere.session import Client, Sessions
 
-__all__ = ["Client", "KubernetesSecrets", "Sessions"]
+__all__ = ["Client", "Sessions"]

@@ -1,7 +1,7 @@
-"""The Kubernetes reads of the ProcessServer controller, with the official client (it
-blocks, so each call runs in a thread): one Secret by name (``get`` only), and the
-ProtectedVMs of a namespace (``list``, granted by the operator's Role) that name a
-process server.
+"""The Kubernetes reads of the services, with the official client (it blocks, so each
+call runs in a thread): one Secret by name (``get`` only: the operator may neither list
+nor watch Secrets), and the ProtectedVMs of a namespace (``list``, granted by the
+operator's Role) that name a process server.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def api_client() -> Any:
 
 
 class KubeReads:
-    """Implements ``ports.processserver.SecretReader`` and ``ProcessServerUsers``."""
+    """Implements ``ports.kubernetes.SecretReader``, ``ObjectReader`` and
+    ``ProcessServerUsers``."""
 
     def __init__(self, api: Any | None = None) -> None:
         self._api = api
@@ -56,20 +57,42 @@ class KubeReads:
     async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
         return await asyncio.to_thread(self._read, namespace, name)
 
-    def _users(self, namespace: str, process_server: str) -> tuple[str, ...]:
+    def _get(self, namespace: str, plural: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            found = client.CustomObjectsApi(self._client()).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise Retryable(
+                f"reading {plural} {namespace}/{name} failed: HTTP {exc.status} {exc.reason}"
+            ) from None
+        return found if isinstance(found, Mapping) else None
+
+    async def get(self, namespace: str, plural: str, name: str) -> Mapping[str, Any] | None:
+        return await asyncio.to_thread(self._get, namespace, plural, name)
+
+    def _list(self, namespace: str, plural: str) -> list[Mapping[str, Any]]:
         try:
             listed = client.CustomObjectsApi(self._client()).list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PROTECTED_VM.plural
+                GROUP, VERSION, namespace, plural
             )
         except client.ApiException as exc:
             raise Retryable(
-                f"listing ProtectedVMs of {namespace} failed: HTTP {exc.status} {exc.reason}"
+                f"listing {plural} of {namespace} failed: HTTP {exc.status} {exc.reason}"
             ) from None
-        items: list[dict[str, Any]] = listed.get("items", []) if isinstance(listed, dict) else []
+        items: list[Mapping[str, Any]] = listed.get("items", []) if isinstance(listed, dict) else []
+        return items
+
+    async def list(self, namespace: str, plural: str) -> list[Mapping[str, Any]]:
+        return await asyncio.to_thread(self._list, namespace, plural)
+
+    def _users(self, namespace: str, process_server: str) -> tuple[str, ...]:
         return tuple(
             sorted(
                 item["metadata"]["name"]
-                for item in items
+                for item in self._list(namespace, PROTECTED_VM.plural)
                 if ((item.get("spec") or {}).get("processServerRef") or {}).get("name")
                 == process_server
             )

@@ -1,0 +1,73 @@
+"""The clients every controller shares, kept in kopf's memo (``memo.shared``) for the
+operator's lifetime.
+
+Opened by :func:`memo` before kopf starts (kopf hands each object a shallow copy of the
+memo, so what a handler adds to its copy would not be shared), closed by :func:`close`
+once kopf has stopped every handler (every vCenter session logged out, every Azure
+credential and HTTP session closed):
+
+- ``kube``: the Kubernetes reads (objects of the four kinds, Secrets by name);
+- ``vsphere``: the vSphere session cache, one session per vCenter and user;
+- ``azure``: the Azure clients, one credential per identity;
+- ``health``: the mutual-TLS client of the process servers' health API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import kopf
+
+from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
+from failback.adapters.kubernetes import KubeReads
+from failback.adapters.processserver.client import HealthClient
+from failback.adapters.vsphere import Sessions
+from failback.settings import Settings
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Everything in the memo, typed."""
+
+    kube: KubeReads
+    vsphere: Sessions
+    azure: AzureClientsAdapter
+    health: HealthClient
+
+
+def open_shared(settings: Settings) -> Shared:
+    return Shared(
+        kube=KubeReads(),
+        vsphere=Sessions(
+            max_concurrency=settings.vsphere_max_concurrency,
+            inventory_max_age=settings.vsphere_inventory_max_age,
+            check_interval=settings.vsphere_session_check_interval,
+            timeout=settings.vsphere_timeout,
+            idle_logout=settings.vsphere_idle_logout,
+        ),
+        azure=AzureClientsAdapter(AzureOptions.from_settings(settings)),
+        health=HealthClient(settings.process_server_timeout),
+    )
+
+
+def memo(settings: Settings) -> kopf.Memo:
+    """kopf's root memo: the settings and the shared clients."""
+    return kopf.Memo(settings=settings, shared=open_shared(settings))
+
+
+def shared(memo: kopf.Memo) -> Shared:
+    """The shared clients of the memo :func:`memo` made."""
+    found: Shared = memo.shared
+    return found
+
+
+async def close(memo: kopf.Memo) -> None:
+    """Close the shared clients, if any were opened."""
+    found: Shared | None = getattr(memo, "shared", None)
+    if found is None:
+        return
+    memo.shared = None  # a second close does nothing
+    await found.vsphere.close()
+    await found.azure.close()
+    await found.health.close()
+    found.kube.close()

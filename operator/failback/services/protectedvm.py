@@ -1,0 +1,94 @@
+"""Reconcile a ProtectedVM: observe the objects it names, both sites, then one status.
+
+One pass reads, in this order, and writes nothing outside Kubernetes:
+
+1. the MasterTarget and ProcessServer the spec names, the namespace's ProtectedVMs and
+   FailbackPlans (replication groups, R-GRP-1; the plan that owns the VM);
+2. the Azure side (``azure_preflight``: the VM, its OS and disks, R-PRE-13);
+3. the on-premises side (``onprem_preflight``: vCenter permissions, the original VM,
+   the location decision R-LOC-1/2/3, R-PRE-1/2/10/14/15/16/17);
+
+and merges every verdict (``domain.protectedvm``). Replication itself starts with the
+data plane; until then ReplicationHealthy says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from failback.api import failbackplan, mastertarget
+from failback.api import protectedvm as api
+from failback.api.conditions import Condition, ConditionType
+from failback.api.constants import FAILBACK_PLAN, MASTER_TARGET, PROCESS_SERVER, PROTECTED_VM
+from failback.domain import protectedvm as rules
+from failback.errors import SpecInvalid
+from failback.ports.azure import AzureClients
+from failback.ports.kubernetes import ObjectReader, SecretReader
+from failback.ports.vsphere import VCenters
+from failback.services.azure_preflight import azure_preflight
+from failback.services.onprem_preflight import onprem_preflight
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    objects: ObjectReader
+    secrets: SecretReader
+    vcenters: VCenters
+    azure: AzureClients
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: api.ProtectedVMStatus
+    retry_after: float | None = None
+    """Seconds after which another pass is worth it (R-PRE-13's wait, a throttle)."""
+
+
+def _parsed(items: list[Mapping[str, Any]], parse: Any) -> list[Any]:
+    """The objects that parse; one a user broke is reported on itself, not here."""
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(parse(item))
+        except SpecInvalid:
+            continue
+    return parsed
+
+
+async def reconcile(vm: api.ProtectedVM, deps: Dependencies, now: dt.datetime) -> Outcome:
+    """One level-based pass over ``vm`` (see the module doc)."""
+    namespace, generation = vm.meta.namespace, vm.meta.generation
+    objects = deps.objects
+    mt_body = await objects.get(namespace, MASTER_TARGET.plural, vm.spec.master_target_ref.name)
+    ps_body = await objects.get(namespace, PROCESS_SERVER.plural, vm.spec.process_server_ref.name)
+    peers = _parsed(await objects.list(namespace, PROTECTED_VM.plural), api.parse)
+    plans = _parsed(await objects.list(namespace, FAILBACK_PLAN.plural), failbackplan.parse)
+    mt = next(iter(_parsed([mt_body], mastertarget.parse)), None) if mt_body else None
+
+    azure = await azure_preflight(vm, deps.azure, deps.secrets, now)
+    onprem = await onprem_preflight(vm, mt, deps.secrets, deps.vcenters, now)
+
+    problems = rules.missing_objects(vm, mt, ps_body is not None, generation, now)
+    judged: list[Condition] = [azure.condition]
+    for condition in onprem.conditions:
+        if condition.type == ConditionType.REFERENCES_RESOLVED:
+            problems.append(condition)
+        else:
+            judged.append(condition)
+    if azure.references is not None:
+        problems.append(azure.references)
+    judged.append(rules.references(vm, problems, generation, now))
+    for optional in (
+        rules.replication_group(vm, peers, plans, generation, now),
+        rules.retention_volume(vm, mt, generation, now),
+    ):
+        if optional is not None:
+            judged.append(optional)
+    judged.extend(rules.replication_pending(generation, now))
+
+    owner = next((p.meta.name for p in plans if vm.meta.name in p.spec.members), None)
+    status = rules.assemble(vm, judged, onprem.location, owner, now)
+    return Outcome(status, azure.retry_after)
