@@ -122,6 +122,8 @@ class ProcessServerStatus(Encodable):
     queue_bytes: int | None = None
     session_count: int | None = None
     sessions: tuple[str, ...] = ()
+    registered_agents: tuple[str, ...] = ()
+    """Resource IDs (lower case) of the Azure VMs whose agent registered (R-PRE-13)."""
     """The ProtectedVMs replicating through this process server."""
     operations: tuple[Operation, ...] = ()
     conditions: tuple[Condition, ...] = ()

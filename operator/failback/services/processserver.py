@@ -490,6 +490,7 @@ async def reconcile(ps: api.ProcessServer, deps: Dependencies, now: dt.datetime)
             "queue_bytes": report.queue_bytes,
             "session_count": len(report.sessions),
             "sessions": report.sessions,
+            "registered_agents": report.registered_agents,
         }
     status = _finish(
         ps,

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from failback.api import failbackplan, mastertarget
+from failback.api import failbackplan, mastertarget, processserver
 from failback.api import protectedvm as api
-from failback.api.conditions import Condition, ConditionType
+from failback.api.conditions import TRUE, Condition, ConditionType, find_condition
 from failback.api.constants import FAILBACK_PLAN, MASTER_TARGET, PROCESS_SERVER, PROTECTED_VM
 from failback.domain import protectedvm as rules
 from failback.errors import SpecInvalid
@@ -58,6 +58,18 @@ def _parsed(items: list[Mapping[str, Any]], parse: Any) -> list[Any]:
     return parsed
 
 
+def registered_agents(ps: processserver.ProcessServer | None) -> tuple[str, ...] | None:
+    """The agents the process server reports; None unless its heartbeat is current (then
+    AgentRegistered says the process server was not heard from, rather than trusting an
+    old list)."""
+    if ps is None:
+        return None
+    heartbeat = find_condition(ps.status.conditions, ConditionType.HEARTBEAT)
+    if heartbeat is None or heartbeat.status != TRUE:
+        return None
+    return ps.status.registered_agents
+
+
 async def reconcile(vm: api.ProtectedVM, deps: Dependencies, now: dt.datetime) -> Outcome:
     """One level-based pass over ``vm`` (see the module doc)."""
     namespace, generation = vm.meta.namespace, vm.meta.generation
@@ -68,7 +80,10 @@ async def reconcile(vm: api.ProtectedVM, deps: Dependencies, now: dt.datetime) -
     plans = _parsed(await objects.list(namespace, FAILBACK_PLAN.plural), failbackplan.parse)
     mt = next(iter(_parsed([mt_body], mastertarget.parse)), None) if mt_body else None
 
-    azure = await azure_preflight(vm, deps.azure, deps.secrets, now)
+    ps = next(iter(_parsed([ps_body], processserver.parse)), None) if ps_body else None
+    azure = await azure_preflight(
+        vm, deps.azure, deps.secrets, now, registered_agents=registered_agents(ps)
+    )
     onprem = await onprem_preflight(vm, mt, deps.secrets, deps.vcenters, now)
 
     problems = rules.missing_objects(vm, mt, ps_body is not None, generation, now)
