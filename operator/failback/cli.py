@@ -46,7 +46,7 @@ VERBS: tuple[Verb, ...] = (
     Verb(
         "master-target",
         "run the master target: writes target disks and keeps the recovery-point journal",
-        "the replication data plane is not built yet",
+        None,
     ),
     Verb(
         "demo",
@@ -127,6 +127,64 @@ def _operator_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _master_target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        default="0.0.0.0:9443",
+        metavar="HOST:PORT",
+        help="address and port of the HTTPS API and data channel (default: 0.0.0.0:9443)",
+    )
+    parser.add_argument("--cert", required=True, metavar="FILE", help="PEM server certificate")
+    parser.add_argument("--key", required=True, metavar="FILE", help="PEM key of --cert")
+    parser.add_argument(
+        "--client-ca",
+        required=True,
+        metavar="FILE",
+        help="PEM CA: only clients with a certificate it signed are answered (mutual TLS)",
+    )
+    parser.add_argument(
+        "--retention-dir",
+        required=True,
+        metavar="DIR",
+        help="directory on the retention volume; each group's journal is DIR/GROUP",
+    )
+    parser.add_argument(
+        "--disk",
+        dest="disks",
+        action="append",
+        required=True,
+        metavar="ID=PATH",
+        help="a target disk: its id (disk UUID) and its device or flat image (repeatable)",
+    )
+    parser.add_argument(
+        "--group",
+        dest="groups",
+        action="append",
+        default=[],
+        metavar="NAME=DISKID,DISKID",
+        help="a consistency group and its disks (repeatable); default: one group "
+        "'default' with every disk",
+    )
+    parser.add_argument(
+        "--capacity",
+        metavar="BYTES",
+        help="the most each group's journal may hold, e.g. 500Gi (default: 1Ti)",
+    )
+    parser.add_argument(
+        "--retention",
+        default="24h",
+        metavar="DURATION",
+        help="keep recovery points this long after the newest one (default: 24h)",
+    )
+    parser.add_argument(
+        "--first-cycle",
+        choices=("direct", "journal"),
+        default="direct",
+        help="initial copy written to the disks directly (default) or through the journal",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failback",
@@ -138,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = verbs.add_parser(verb.name, help=verb.summary, description=verb.summary)
         if verb.name == "operator":
             _operator_arguments(sub)
+        elif verb.name == "master-target":
+            _master_target_arguments(sub)
     return parser
 
 
@@ -201,7 +261,36 @@ def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
-RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {"operator": run_operator}
+def run_master_target(args: argparse.Namespace) -> int:
+    # Imported here: the operator's process never loads the data plane.
+    from failback.dataplane import mt
+
+    try:
+        config = mt.build_config(
+            listen=args.listen,
+            cert=args.cert,
+            key=args.key,
+            client_ca=args.client_ca,
+            retention_dir=args.retention_dir,
+            disks=args.disks,
+            groups=args.groups,
+            capacity=args.capacity,
+            retention=args.retention,
+            first_cycle=args.first_cycle,
+        )
+    except mt.ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        return mt.serve(config, verbose=args.verbose)
+    except mt.StartupError as exc:
+        print(f"failback master-target: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "operator": run_operator,
+    "master-target": run_master_target,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -138,3 +138,64 @@ def test_operator_refuses_bad_flags(
         cli.main(["operator", "-n", "ns", *argv])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- master-target
+
+
+def _mt_argv(tmp_path: Path, *extra: str) -> list[str]:
+    for name in ("tls.crt", "tls.key", "ca.crt", "d1.flat", "d2.flat"):
+        (tmp_path / name).write_bytes(b"x")
+    return [
+        "master-target", "--listen", "127.0.0.1:9443", "--cert", str(tmp_path / "tls.crt"),
+        "--key", str(tmp_path / "tls.key"), "--client-ca", str(tmp_path / "ca.crt"),
+        "--retention-dir", str(tmp_path / "retention"),
+        "--disk", f"d1={tmp_path / 'd1.flat'}", "--disk", f"d2={tmp_path / 'd2.flat'}", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--listen", "127.0.0.1:99999"], "--listen 127.0.0.1:99999: the port must be"),
+        (["--disk", "d3"], "--disk d3: use --disk ID=PATH"),
+        (["--disk", "a/b=/x"], "the id 'a/b' must be 1-128 letters"),
+        (["--disk", "d1=/x"], "disk id 'd1' is given twice"),
+        (["--disk", "d3=/nonexistent/d3"], "--disk d3=/nonexistent/d3: no such file or device"),
+        (["--group", "vm1=d1,d9"], "disk 'd9' is not a --disk (known: d1, d2)"),
+        (["--group", "vm1=d1", "--group", "vm2=d1,d2"], "disk 'd1' is already in group 'vm1'"),
+        (["--group", "vm1=d1"], "disk 'd2' is in no --group"),
+        (["--group", "VM_1=d1,d2"], "the name 'VM_1' must be lower-case"),
+        (["--group", "vm1"], "--group vm1: use --group NAME=DISKID,DISKID"),
+        (["--capacity", "lots"], "--capacity lots: use bytes, or a size like 64Mi"),
+        (["--capacity", "0"], "--capacity 0: must be more than 0 bytes"),
+        (["--retention", "1 day"], "--retention 1 day: use a duration like 24h"),
+        (["--cert", "/nonexistent/tls.crt"], "--cert /nonexistent/tls.crt: no such file"),
+    ],
+)
+def test_master_target_refuses_bad_flags(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(_mt_argv(tmp_path, *extra))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "failback master-target: error: " in err
+    assert message in err
+
+
+def test_master_target_needs_its_files_and_a_disk(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["master-target", "--listen", "127.0.0.1:9443"])
+    assert exit_.value.code == 2
+    assert "the following arguments are required: --cert, --key, --client-ca" in (
+        capsys.readouterr().err
+    )
+
+
+def test_master_target_with_an_unusable_certificate_cannot_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(_mt_argv(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "failback master-target: cannot start: cannot use --cert" in err

@@ -1,0 +1,209 @@
+"""The master target's configuration: one frozen dataclass, validated before anything opens.
+
+``failback master-target`` builds it from its command line. Every problem is a
+:class:`ConfigError` whose message names the flag to fix; nothing here touches a disk or a
+socket except to check that the named files exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 9443
+"""Replication data and the MT's control API share one port (R-ARCH-5)."""
+
+DEFAULT_GROUP = "default"
+"""The group that holds every disk when no ``--group`` is given."""
+
+GROUP_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+"""A group name: a Kubernetes-style name (it is also the journal's directory name)."""
+
+DISK_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._:-]{0,126}[A-Za-z0-9])?$")
+"""A disk id: a disk UUID or any short token without path separators."""
+
+_DURATION_RE = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_RE = re.compile(r"^(\d+)([KMGTP]i?)?B?$")
+_POWERS = {"K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says which flag to change and how."""
+
+
+@dataclass(frozen=True)
+class MasterTargetConfig:
+    """How one master target service runs."""
+
+    host: str
+    """Address to listen on (``0.0.0.0`` for every interface)."""
+    port: int
+    """TCP port: 9443 by default (R-ARCH-5)."""
+    cert: Path
+    """PEM server certificate (with its chain) presented to clients."""
+    key: Path
+    """PEM private key of ``cert``. Its path may be logged, never its content."""
+    client_ca: Path
+    """PEM CA bundle: only clients with a certificate signed by it get an answer."""
+    retention_dir: Path
+    """The retention volume's directory; each group's journal is ``<retention_dir>/<group>``."""
+    disks: dict[str, Path]
+    """Target disks by id: a flat image file or a block device."""
+    groups: dict[str, tuple[str, ...]]
+    """Consistency groups (a VM, or a replication group of VMs) and their disk ids."""
+    capacity_bytes: int = 1 << 40
+    """The most each group's journal may hold (1 TiB by default, the MT sizing)."""
+    retention: dt.timedelta = dt.timedelta(hours=24)
+    """Recovery points are kept this long after the newest one's source time (R-POL-1)."""
+    first_cycle: str = "direct"
+    """How a group's initial copy is written: ``direct`` (disks first, no retention space
+    needed) or ``journal`` (write-ahead like every later cycle)."""
+    max_batch_bytes: int = 256 << 20
+    """The largest batch body accepted (413 above it)."""
+
+    def group_of(self, disk_id: str) -> str | None:
+        for name, members in self.groups.items():
+            if disk_id in members:
+                return name
+        return None
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` (port 9443) or ``:PORT`` (every interface)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or (host.count(":") and not host.startswith("[")):
+        host, port_text = value, str(DEFAULT_PORT)
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - an explicit ":PORT" asks for it
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"--listen {value}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def parse_duration(value: str) -> dt.timedelta:
+    """``24h``, ``90m``, ``1d12h``, ``3600s``: one or more number+unit pairs."""
+    text = value.strip()
+    pos, seconds = 0, 0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += int(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ConfigError(f"--retention {value}: use a duration like 24h, 90m, 1d12h or 3600s")
+    return dt.timedelta(seconds=seconds)
+
+
+def parse_size(value: str) -> int:
+    """Bytes: ``1099511627776``, ``64Mi``, ``1Ti``, ``500G`` (powers of 1024 or 1000)."""
+    match = _SIZE_RE.match(value.strip())
+    if not match:
+        raise ConfigError(f"--capacity {value}: use bytes, or a size like 64Mi, 500Gi or 1Ti")
+    number, unit = int(match.group(1)), match.group(2)
+    if unit:
+        number *= (1024 if unit.endswith("i") else 1000) ** _POWERS[unit[0]]
+    if number <= 0:
+        raise ConfigError(f"--capacity {value}: must be more than 0 bytes")
+    return number
+
+
+def parse_disks(specs: Iterable[str]) -> dict[str, Path]:
+    disks: dict[str, Path] = {}
+    for spec in specs:
+        disk_id, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"--disk {spec}: use --disk ID=PATH")
+        if not DISK_RE.match(disk_id):
+            raise ConfigError(
+                f"--disk {spec}: the id {disk_id!r} must be 1-128 letters, digits, '.', '_', "
+                "':' or '-' (a disk UUID)"
+            )
+        if disk_id in disks:
+            raise ConfigError(f"--disk {spec}: disk id {disk_id!r} is given twice")
+        disks[disk_id] = Path(path).absolute()
+    if not disks:
+        raise ConfigError("no target disk: pass --disk ID=PATH (repeatable)")
+    return disks
+
+
+def parse_groups(specs: Iterable[str], disks: dict[str, Path]) -> dict[str, tuple[str, ...]]:
+    groups: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        name, sep, members_text = spec.partition("=")
+        members = tuple(m.strip() for m in members_text.split(",") if m.strip())
+        if not sep or not members:
+            raise ConfigError(f"--group {spec}: use --group NAME=DISKID,DISKID")
+        if not GROUP_RE.match(name):
+            raise ConfigError(
+                f"--group {spec}: the name {name!r} must be lower-case letters, digits, '-' "
+                "and '.', at most 63 characters, starting and ending alphanumeric"
+            )
+        if name in groups:
+            raise ConfigError(f"--group {spec}: group {name!r} is given twice")
+        for disk_id in members:
+            if disk_id not in disks:
+                raise ConfigError(
+                    f"--group {spec}: disk {disk_id!r} is not a --disk "
+                    f"(known: {', '.join(sorted(disks))})"
+                )
+            other = next((g for g, m in groups.items() if disk_id in m), None)
+            if other is not None or members.count(disk_id) > 1:
+                raise ConfigError(
+                    f"--group {spec}: disk {disk_id!r} is already in group {other or name!r}; "
+                    "a disk belongs to one group"
+                )
+        groups[name] = members
+    if not groups:
+        return {DEFAULT_GROUP: tuple(disks)}
+    loose = [d for d in disks if not any(d in m for m in groups.values())]
+    if loose:
+        raise ConfigError(f"disk {loose[0]!r} is in no --group: add it to one, or drop its --disk")
+    return groups
+
+
+def build_config(
+    *,
+    listen: str,
+    cert: str,
+    key: str,
+    client_ca: str,
+    retention_dir: str,
+    disks: Sequence[str],
+    groups: Sequence[str] = (),
+    capacity: str | None = None,
+    retention: str = "24h",
+    first_cycle: str = "direct",
+) -> MasterTargetConfig:
+    """Validate every flag (files included) and return the configuration."""
+    host, port = parse_listen(listen)
+    disk_paths = parse_disks(disks)
+    group_map = parse_groups(groups, disk_paths)
+    capacity_bytes = parse_size(capacity) if capacity is not None else 1 << 40
+    window = parse_duration(retention)
+    if first_cycle not in ("direct", "journal"):
+        raise ConfigError(f"--first-cycle {first_cycle}: 'direct' or 'journal'")
+    for flag, value in (("--cert", cert), ("--key", key), ("--client-ca", client_ca)):
+        if not Path(value).is_file():
+            raise ConfigError(f"{flag} {value}: no such file")
+    for disk_id, path in disk_paths.items():
+        if not path.exists():
+            raise ConfigError(f"--disk {disk_id}={path}: no such file or device")
+    directory = Path(retention_dir).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"--retention-dir {retention_dir}: not a directory")
+    return MasterTargetConfig(
+        host=host,
+        port=port,
+        cert=Path(cert),
+        key=Path(key),
+        client_ca=Path(client_ca),
+        retention_dir=directory,
+        disks=disk_paths,
+        groups=group_map,
+        capacity_bytes=capacity_bytes,
+        retention=window,
+        first_cycle=first_cycle,
+    )
