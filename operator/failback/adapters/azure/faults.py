@@ -31,6 +31,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from failback.domain.retry import retry_after_seconds
 from failback.ports.azure import (
     AzureAuthenticationFailed,
     AzureAuthorizationFailed,
@@ -68,24 +69,8 @@ def redact(text: str) -> str:
 
 
 def retry_after(response: Any) -> float | None:
-    """Seconds from a ``Retry-After`` (or ``x-ms-retry-after-ms``) header of an HTTP
-    response, if any."""
-    if response is None:
-        return None
-    headers = response.headers
-    millis = headers.get("x-ms-retry-after-ms") or headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return None
-    return None
+    """Seconds from the ``Retry-After`` headers of an HTTP response, if any."""
+    return None if response is None else retry_after_seconds(response.headers)
 
 
 def error_code(exc: AzureError) -> str:

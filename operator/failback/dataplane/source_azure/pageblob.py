@@ -28,6 +28,7 @@ from xml.etree import ElementTree as ET
 
 import aiohttp
 
+from failback.domain.retry import retry_after_seconds
 from failback.ports.azure import (
     AzureAuthorizationFailed,
     AzureNotFound,
@@ -74,22 +75,6 @@ class RequestCounts:
     @property
     def total(self) -> int:
         return self.head + self.ranges + self.reads
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    millis = headers.get("x-ms-retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return None
-    return None
 
 
 _CODE = re.compile(r"<Code>([A-Za-z0-9]+)</Code>")
@@ -193,7 +178,7 @@ class PageBlob:
                     return status, answer, body
                 found = _CODE.search(body.decode(errors="replace"))
                 code = answer.get("x-ms-error-code") or (found.group(1) if found else "")
-                after = _retry_after(answer)
+                after = retry_after_seconds(answer)
                 told = after is not None
                 err = _error(status, code, what, after)
             if not isinstance(err, AzureRetryable) or attempt > self._retries:
