@@ -13,6 +13,7 @@ import pytest
 from failback.api import mastertarget as api
 from failback.api.common import ObjectRef, OSType, VMInstance
 from failback.api.conditions import ConditionType as CT
+from failback.api.conditions import Reason
 from failback.domain import mastertarget as rules
 from failback.domain import vsphere as vs
 
@@ -168,11 +169,18 @@ def test_status_facts() -> None:
     assert rules.check(SPEC, INV, ("VMFS_0",), 1, NOW).registered_datastores == ("VMFS_0",)
 
 
-def test_service_checks_wait_for_the_data_plane() -> None:
-    conditions = rules.service_pending(1, NOW, SPEC)
+def test_service_checks_wait_for_the_service() -> None:
+    probe = rules.ServiceProbe(None, Reason.CONNECTION_FAILED, "https://mt:9443 did not answer")
+    conditions = rules.judge_service(SPEC, probe, "0.1.0", 1, NOW)
     assert [c.type for c in conditions] == list(rules.SERVICE_CHECKS)
-    assert {(c.status, c.reason) for c in conditions} == {("Unknown", "DataPlaneNotBuilt")}
+    got = {c.type: (c.status, c.reason) for c in conditions}
+    assert got == {
+        CT.RETENTION_VOLUME_VALID: ("Unknown", "ServiceCheckPending"),
+        CT.VERSION_COMPATIBLE: ("Unknown", "ServiceCheckPending"),
+        CT.SERVICE_REACHABLE: ("False", "ConnectionFailed"),
+    }
     assert "/mnt/retention" in conditions[0].message
+    assert conditions[2].message == "https://mt:9443 did not answer"
 
 
 @pytest.mark.parametrize(
@@ -203,3 +211,132 @@ def test_vcenter_secret_parsed() -> None:
     assert vs.VCenterCredentials("[::1]:444", "u", "p").host == "::1"
     assert vs.VCenterCredentials("[::1]:444", "u", "p").port == 444
     assert vs.normalize_thumbprint("AA" * 20) == "aa" * 20
+
+
+# ------------------------------------------------------------------ the service (R-PRE-5, 18)
+
+VOLUME = rules.RetentionVolumeReport(
+    path="/mnt/retention/journals",
+    mount_point="/mnt/retention",
+    file_system="xfs",
+    capacity_bytes=1 << 40,
+    free_bytes=3 << 38,
+    writable=True,
+    shares_install_volume=False,
+)
+
+
+def healthy(version: str = "0.1.0", **volume: Any) -> rules.ServiceProbe:
+    report = rules.ServiceHealth(version, NOW, dataclasses.replace(VOLUME, **volume))
+    return rules.ServiceProbe(report)
+
+
+def service(
+    probe: rules.ServiceProbe, operator: str = "0.1.0", **spec: Any
+) -> dict[str, tuple[str, str, str]]:
+    conditions = rules.judge_service(dataclasses.replace(SPEC, **spec), probe, operator, 1, NOW)
+    return {c.type: (c.status, c.reason, c.message) for c in conditions}
+
+
+def test_a_good_service() -> None:
+    c = service(healthy())
+    assert c[CT.SERVICE_REACHABLE] == (
+        "True",
+        "Connected",
+        "The master target service answered at https://mt:9443 over mutual TLS (version 0.1.0).",
+    )
+    assert c[CT.VERSION_COMPATIBLE][:2] == ("True", "CheckPassed")
+    status, reason, message = c[CT.RETENTION_VOLUME_VALID]
+    assert (status, reason) == ("True", "CheckPassed")
+    assert "/mnt/retention (xfs, 768.0 GiB free of 1024.0 GiB)" in message
+
+
+@pytest.mark.parametrize(
+    ("spec", "volume", "reason", "words"),
+    [
+        # The volume holding the journals is mounted at the retention path, or under it.
+        ({}, {"path": "/mnt/retention"}, "CheckPassed", "dedicated and writable"),
+        ({"retention_volume": "/mnt/retention/"}, {}, "CheckPassed", "journals in"),
+        ({"os_type": OSType.WINDOWS}, {"path": "r:\\failback", "mount_point": "R:\\",
+                                       "file_system": "NTFS"}, "CheckPassed", "NTFS"),
+        ({"retention_volume": "/data"}, {}, "RetentionVolumeNotUsed",
+         "keeps its journals in /mnt/retention/journals (volume /mnt/retention, xfs), not on "
+         "the retention volume /data: start it with --retention-dir on /data, or set "
+         "spec.retentionVolume to /mnt/retention"),
+        ({"retention_volume": "/mnt/retentions"}, {}, "RetentionVolumeNotUsed", "/mnt/retentions"),
+        ({}, {"mount_point": "/"}, "RetentionVolumeNotFound",
+         "No volume is mounted at /mnt/retention: /mnt/retention/journals is on the volume "
+         "mounted at /; attach a dedicated volume and mount it at /mnt/retention"),
+        ({}, {"shares_install_volume": True}, "RetentionVolumeNotDedicated",
+         "is the volume the master target service is installed on; give the retention a "
+         "dedicated volume"),
+        ({}, {"file_system": "vfat"}, "RetentionVolumeFileSystemUnsupported", "formatted vfat"),
+        ({}, {"file_system": "FAT32"}, "RetentionVolumeFileSystemUnsupported", "NTFS or ReFS"),
+        ({}, {"file_system": "exFAT"}, "RetentionVolumeFileSystemUnsupported", "ext4 or xfs"),
+        ({}, {"file_system": "ntfs3"}, "CheckPassed", "ntfs3"),
+        ({}, {"capacity_bytes": 0, "free_bytes": 0}, "RetentionVolumeEmpty", "has no capacity"),
+        ({}, {"writable": False}, "RetentionVolumeLocked", "cannot write"),
+    ],
+)  # fmt: skip
+def test_retention_volume(
+    spec: dict[str, Any], volume: dict[str, Any], reason: str, words: str
+) -> None:
+    status, got, message = service(healthy(**volume), **spec)[CT.RETENTION_VOLUME_VALID]
+    assert (status, got) == ("True" if reason == "CheckPassed" else "False", reason)
+    assert words in message
+    if reason != "CheckPassed":
+        assert message.endswith("(R-PRE-5).")
+
+
+def test_every_retention_failure_is_named_the_first_gives_the_reason() -> None:
+    probe = healthy(mount_point="/", shares_install_volume=True, file_system="vfat",
+                    capacity_bytes=0, writable=False)  # fmt: skip
+    status, reason, message = service(probe)[CT.RETENTION_VOLUME_VALID]
+    assert (status, reason) == ("False", "RetentionVolumeNotFound")
+    for words in ("No volume is mounted", "installed on", "formatted vfat", "no capacity",
+                  "cannot write"):  # fmt: skip
+        assert words in message
+
+
+@pytest.mark.parametrize(
+    ("mt", "operator", "expected"),
+    [
+        ("0.1.0", "0.1.0", ("True", "CheckPassed")),
+        ("0.1", "0.1.0", ("True", "CheckPassed")),
+        ("0.0.9", "0.1.0", ("True", "CheckPassed")),
+        ("0.1.0rc1", "0.1.0", ("True", "CheckPassed")),
+        ("0.1.0.dev3+g1a2b", "0.1.0", ("True", "CheckPassed")),
+        ("0.1.0", "0.1.0.post1", ("True", "CheckPassed")),
+        ("0.1.1", "0.1.0", ("False", "VersionTooNew")),
+        ("0.2.0", "0.1.10", ("False", "VersionTooNew")),
+        ("0.10.0", "0.9.0", ("False", "VersionTooNew")),
+        ("0.1.0", "0.1.0rc2", ("False", "VersionTooNew")),
+        ("0.1.0.post1", "0.1.0", ("False", "VersionTooNew")),
+        ("1.0.0", "0.1.0", ("False", "VersionTooNew")),
+        ("banana", "0.1.0", ("Unknown", "UnexpectedAnswer")),
+    ],
+)
+def test_version_compatible(mt: str, operator: str, expected: tuple[str, str]) -> None:
+    status, reason, message = service(healthy(version=mt), operator)[CT.VERSION_COMPATIBLE]
+    assert (status, reason) == expected
+    assert mt in message
+    assert operator in message
+    if reason == "VersionTooNew":
+        assert "upgrade the operator first" in message
+        assert "(R-PRE-18)" in message
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (Reason.CONNECTION_FAILED, "ConnectionFailed"),
+        (Reason.TLS_VERIFICATION_FAILED, "TLSVerificationFailed"),
+        (Reason.UNEXPECTED_ANSWER, "UnexpectedAnswer"),
+        (None, "ConnectionFailed"),
+    ],
+)
+def test_an_unreachable_service(failure: Reason | None, reason: str) -> None:
+    c = service(rules.ServiceProbe(None, failure, "why"))
+    assert c[CT.SERVICE_REACHABLE] == ("False", reason, "why")
+    assert c[CT.RETENTION_VOLUME_VALID][:2] == ("Unknown", "ServiceCheckPending")
+    assert c[CT.VERSION_COMPATIBLE][:2] == ("Unknown", "ServiceCheckPending")

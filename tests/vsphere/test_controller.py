@@ -1,5 +1,6 @@
 """The MasterTarget controller inside `failback operator`, against the real API server and
-vcsim: the status comes from vCenter, and the vCenter session is logged out at shutdown."""
+vcsim: the status comes from vCenter (and the service's endpoint, where nothing listens),
+and the vCenter session is logged out at shutdown."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from kubernetes import client
 
 from failback.api.constants import GROUP, MASTER_TARGET, VERSION
 from testbed.kube import Kube
+from testbed.pki import Pki
 from testbed.tools import Tool
 from testbed.vcsim import VCenter
 
 from .conftest import VMMaker, put_secret, vcenter_secret
-from .test_mastertarget import TLS
+from .test_mastertarget import NOBODY, pki_tls
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -73,7 +75,7 @@ async def test_the_operator_checks_master_targets_on_vcenter(
     install(kubectl, k8s_client, namespace)
     uuid_ = await make_vm()
     put_secret(k8s_client, namespace, "vcenter", vcenter_secret(vcenter))
-    put_secret(k8s_client, namespace, "mt-tls", TLS)
+    put_secret(k8s_client, namespace, "mt-tls", pki_tls(Pki(tmp_path / "pki")))
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": MASTER_TARGET.kind,
@@ -82,7 +84,7 @@ async def test_the_operator_checks_master_targets_on_vcenter(
             "vcenterSecretRef": {"name": "vcenter"},
             "vm": {"instanceUUID": uuid_},
             "osType": "Linux",
-            "endpoint": "https://mt-01.example:9443",
+            "endpoint": NOBODY,
             "tlsSecretRef": {"name": "mt-tls"},
         },
     }
@@ -117,7 +119,10 @@ async def test_the_operator_checks_master_targets_on_vcenter(
         conditions = {c["type"]: c for c in got["conditions"]}
         assert conditions["NoSnapshots"]["status"] == "True"
         assert conditions["VMwareToolsRunning"]["reason"] == "VMwareToolsNotRunning"
-        assert conditions["ServiceReachable"]["reason"] == "DataPlaneNotBuilt"
+        assert conditions["ServiceReachable"]["status"] == "False"
+        assert conditions["ServiceReachable"]["reason"] == "ConnectionFailed"
+        assert NOBODY in conditions["ServiceReachable"]["message"]
+        assert conditions["RetentionVolumeValid"]["reason"] == "ServiceCheckPending"
         assert conditions["Ready"]["status"] == "False"
         assert got["host"] == "DC0_H0"
         assert got["disksInUse"] == 1

@@ -1,30 +1,48 @@
 """Every MasterTarget prerequisite on vcsim, in both states, each bad situation built for
 real (a snapshot taken, a Paravirtual controller, disk.EnableUUID unset, disks moved by
 Storage vMotion, a host without VMFS, 60 disks...), through the service and the real
-Secret reader against the test bed's API server."""
+Secret reader against the test bed's API server. The master target service itself is not
+running here (its endpoint refuses): ``tests/mastertarget`` checks against a real one."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pyVmomi import vim
 
 from failback.adapters.kubernetes import KubeReads
+from failback.adapters.mastertarget.client import HealthClient
 from failback.adapters.vsphere import Sessions
 from failback.api import mastertarget as api
 from failback.api.conditions import ConditionType as CT
 from failback.domain.mastertarget import SERVICE_CHECKS, VSPHERE_CHECKS
 from failback.ports.vsphere import NewDisk
 from failback.services import mastertarget as service
+from testbed.pki import Pki
+from testbed.procs import free_port
 from testbed.vcsim import VCenter
 
 from .conftest import VMMaker, put_secret, vcenter_secret, vm_of, wait_task
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 TLS = {"tls.crt": "CERT", "tls.key": "KEY", "ca.crt": "CA"}
+"""Keys present but no usable PEM: the service is not contacted (TLSVerificationFailed)."""
+NOBODY = f"https://127.0.0.1:{free_port()}"
+"""An endpoint where nothing listens: the connection is refused at once."""
+
+
+def pki_tls(pki: Pki) -> dict[str, str]:
+    """A usable TLS Secret for the operator, from the test bed's CA."""
+    pair = pki.client("operator", "failback-operator")
+    return {
+        "tls.crt": pair.cert.read_text(),
+        "tls.key": pair.key.read_text(),
+        "ca.crt": pki.ca_file.read_text(),
+    }
 
 
 def master_target(
@@ -36,7 +54,7 @@ def master_target(
             "vcenterSecretRef": {"name": "vcenter"},
             "vm": {"instanceUUID": instance_uuid},
             "osType": "Linux",
-            "endpoint": "https://mt.example:9443",
+            "endpoint": NOBODY,
             "tlsSecretRef": {"name": "mt-tls"},
             **spec,
         },
@@ -46,16 +64,20 @@ def master_target(
 
 
 @pytest.fixture
-def secret_ns(k8s_client: Any, namespace: str, vcenter: VCenter) -> str:
+def secret_ns(k8s_client: Any, namespace: str, vcenter: VCenter, tmp_path: Path) -> str:
     put_secret(k8s_client, namespace, "vcenter", vcenter_secret(vcenter))
-    put_secret(k8s_client, namespace, "mt-tls", TLS)
+    put_secret(k8s_client, namespace, "mt-tls", pki_tls(Pki(tmp_path / "pki")))
     return namespace
 
 
 async def run(
     mt: api.MasterTarget, secrets: KubeReads, sessions: Sessions
 ) -> api.MasterTargetStatus:
-    return await service.reconcile(mt, secrets, sessions, NOW)
+    client = HealthClient(timeout=5.0)
+    try:
+        return await service.reconcile(mt, secrets, sessions, client, NOW)
+    finally:
+        await client.close()
 
 
 def conds(status: api.MasterTargetStatus) -> dict[str, tuple[str, str, str]]:
@@ -84,8 +106,17 @@ async def test_a_good_master_target(
     # vcsim runs no VMware Tools (only its container-backed VMs would).
     assert c[CT.VMWARE_TOOLS_RUNNING][:2] == ("False", "VMwareToolsNotRunning")
     assert "install or start VMware Tools" in c[CT.VMWARE_TOOLS_RUNNING][2]
-    for t in SERVICE_CHECKS:
-        assert c[t][:2] == ("Unknown", "DataPlaneNotBuilt"), t
+    # Nothing listens at the endpoint: unreachable, and what only the service can tell is
+    # Unknown until it answers.
+    state, reason, message = c[CT.SERVICE_REACHABLE]
+    assert (state, reason) == ("False", "ConnectionFailed")
+    assert NOBODY in message
+    assert "refused" in message
+    for t in set(SERVICE_CHECKS) - {CT.SERVICE_REACHABLE}:
+        assert c[t][:2] == ("Unknown", "ServiceCheckPending"), t
+    assert status.phase == "Unreachable"
+    assert status.version is None
+    assert status.retention_volume is None
     assert c[CT.READY][0] == "False"
     assert status.host == "DC0_H0"
     assert status.registered_datastores == ("FB_VMFS_0",)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from failback.adapters.kubernetes import KubeReads
+from failback.adapters.mastertarget.client import HealthClient
 from failback.adapters.vsphere import Sessions
 from failback.api import protectedvm
 from failback.api.conditions import ConditionType as CT
@@ -256,7 +257,10 @@ async def test_many_objects_on_one_vcenter_share_one_session_and_one_read_per_pa
         for _ in range(3):  # three passes
             await asyncio.gather(
                 *(check(v, mts[i % 2], secrets, cache) for i, v in enumerate(vms)),
-                *(mt_service.reconcile(master_target(ns, m), secrets, cache, NOW) for m in mts),
+                *(
+                    mt_service.reconcile(master_target(ns, m), secrets, cache, HealthClient(), NOW)
+                    for m in mts
+                ),
             )
             cache.clients()[0].invalidate()
         [client] = cache.clients()

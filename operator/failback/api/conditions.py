@@ -259,6 +259,12 @@ class Reason(_Documented):
         "False: the endpoint refused the connection, did not resolve or timed out.",
     )
     CONNECTED = "Connected", "True: the endpoint answered over mutual TLS."
+    UNEXPECTED_ANSWER = (
+        "UnexpectedAnswer",
+        "False: the service answered, but not as its API says (an HTTP status other than "
+        "200, not JSON, a field missing or of the wrong type); another service on the port, "
+        "or an incompatible version.",
+    )
     VCENTER_UNREACHABLE = (
         "VCenterUnreachable",
         "Unknown: vCenter did not answer; the operator retries.",
@@ -433,11 +439,31 @@ class Reason(_Documented):
     )
     RETENTION_VOLUME_NOT_FOUND = (
         "RetentionVolumeNotFound",
-        "False (R-PRE-5): the master target has no volume at the retention path.",
+        "False (R-PRE-5): no volume is mounted at the retention path of the master target "
+        "(spec.retentionVolume or the OS default); the path is a directory of another volume.",
     )
-    RETENTION_VOLUME_INVALID = (
-        "RetentionVolumeInvalid",
-        "False (R-PRE-5): the retention volume is shared, locked, FAT/FAT32 or empty.",
+    RETENTION_VOLUME_NOT_USED = (
+        "RetentionVolumeNotUsed",
+        "False (R-PRE-5): the master target service keeps its journals (--retention-dir) "
+        "outside the retention path.",
+    )
+    RETENTION_VOLUME_NOT_DEDICATED = (
+        "RetentionVolumeNotDedicated",
+        "False (R-PRE-5): the retention volume is the volume the master target service is "
+        "installed on (its install or cache volume).",
+    )
+    RETENTION_VOLUME_FILE_SYSTEM_UNSUPPORTED = (
+        "RetentionVolumeFileSystemUnsupported",
+        "False (R-PRE-5): the retention volume is formatted FAT, FAT32 or exFAT.",
+    )
+    RETENTION_VOLUME_EMPTY = (
+        "RetentionVolumeEmpty",
+        "False (R-PRE-5): the retention volume has no capacity.",
+    )
+    RETENTION_VOLUME_LOCKED = (
+        "RetentionVolumeLocked",
+        "False (R-PRE-5): the master target service cannot write the retention volume "
+        "(read-only, locked, or not permitted).",
     )
     VMWARE_TOOLS_NOT_RUNNING = (
         "VMwareToolsNotRunning",

@@ -1,6 +1,6 @@
 """The MasterTarget controller: kopf registrations only; the behaviour lives in
-``failback.services.mastertarget``. The vSphere sessions and the Secret reader are the
-shared clients of ``controllers.resources``."""
+``failback.services.mastertarget``. The vSphere sessions, the Secret reader and the
+master target services' health client are the shared clients of ``controllers.resources``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from failback.settings import Settings
 async def reconcile_mastertarget(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Parse, check against vCenter, write the status; errors through the bridge."""
+    """Parse, check against vCenter and the MT service, write the status; errors through
+    the bridge."""
     now = routing.now()
     old = dict(body.get("status") or {})
     shared = resources.shared(memo)
@@ -30,7 +31,9 @@ async def reconcile_mastertarget(
         except SpecInvalid as exc:
             patch.status.update(merge_patch(old, routing.spec_invalid_status(old, body, exc, now)))
             raise
-        status = await service.reconcile(mt, shared.kube, shared.vsphere, now)
+        status = await service.reconcile(
+            mt, shared.kube, shared.vsphere, shared.master_targets, now
+        )
     patch.status.update(merge_patch(old, status.to_dict()))
 
 

@@ -9,7 +9,8 @@ credential and HTTP session closed):
 - ``kube``: the Kubernetes reads (objects of the four kinds, Secrets by name);
 - ``vsphere``: the vSphere session cache, one session per vCenter and user;
 - ``azure``: the Azure clients, one credential per identity;
-- ``health``: the mutual-TLS client of the process servers' health API.
+- ``health``: the mutual-TLS client of the process servers' health API;
+- ``master_targets``: the mutual-TLS client of the master target services' health API.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import kopf
 
 from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
 from failback.adapters.kubernetes import KubeReads
+from failback.adapters.mastertarget.client import HealthClient as MasterTargetHealthClient
 from failback.adapters.processserver.client import HealthClient
 from failback.adapters.vsphere import Sessions
 from failback.settings import Settings
@@ -33,6 +35,7 @@ class Shared:
     vsphere: Sessions
     azure: AzureClientsAdapter
     health: HealthClient
+    master_targets: MasterTargetHealthClient
 
 
 def open_shared(settings: Settings) -> Shared:
@@ -47,6 +50,7 @@ def open_shared(settings: Settings) -> Shared:
         ),
         azure=AzureClientsAdapter(AzureOptions.from_settings(settings)),
         health=HealthClient(settings.process_server_timeout),
+        master_targets=MasterTargetHealthClient(settings.process_server_timeout),
     )
 
 
@@ -70,4 +74,5 @@ async def close(memo: kopf.Memo) -> None:
     await found.vsphere.close()
     await found.azure.close()
     await found.health.close()
+    await found.master_targets.close()
     found.kube.close()

@@ -1,12 +1,15 @@
 """The master target's prerequisites (R-PRE-3 to 9, 14, 15, 18), judged from one read
-of vCenter. Pure: ``check(...)`` takes the spec, the inventory, what the status remembers
-and the time, and returns every condition with what to fix, plus the status facts
-(datastores, disks in use, host, registered datastores).
+of vCenter and one probe of its service. Pure: ``check(...)`` takes the spec, the
+inventory, what the status remembers and the time, and returns every condition with what
+to fix, plus the status facts (datastores, disks in use, host, registered datastores);
+``judge_service(...)`` judges R-PRE-5, R-PRE-18's version rule and reachability from the
+service's ``GET /v1/health`` (``docs/master-target-api.md``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -69,38 +72,220 @@ def _cond(
     return Condition(type_, ConditionStatus(status), reason, message, generation, now)
 
 
-def service_pending(generation: int, now: dt.datetime, spec: MasterTargetSpec) -> list[Condition]:
-    """The data-plane checks, Unknown until the master target service exists."""
-    volume = spec.effective_retention_volume
+# ------------------------------------------------------------------ the service
+
+FAT_FILE_SYSTEMS: Final = frozenset(
+    {"fat", "fat12", "fat16", "fat32", "vfat", "msdos", "umsdos", "exfat"}
+)
+"""File systems R-PRE-5 rules out (Windows and Linux names, lower case)."""
+
+_VERSION = re.compile(
+    r"^v?(?P<release>\d+(?:\.\d+)*)"
+    r"(?:[-_.]?(?P<pre>a|alpha|b|beta|c|rc|pre|preview)[-_.]?(?P<pre_n>\d*))?"
+    r"(?:[-_.]?(?:post|rev|r)[-_.]?(?P<post>\d*))?"
+    r"(?:[-_.]?dev[-_.]?(?P<dev>\d*))?"
+    r"(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?$",
+    re.IGNORECASE,
+)
+_PRE_RANK: Final = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "c": 2, "rc": 2, "pre": 2, "preview": 2}
+
+VersionKey = tuple[tuple[int, ...], int, int, int, int]
+
+
+def version_key(version: str) -> VersionKey | None:
+    """A sortable key of a PEP 440 version (``0.1.0``, ``1.2rc1``, ``0.2.0.dev3+g1a2b``),
+    or None when it is none. ``.devN`` sorts before the pre-releases, which sort before
+    the release, which sorts before its ``.postN``; the local part is ignored."""
+    m = _VERSION.match(version.strip())
+    if m is None:
+        return None
+    release = tuple(int(p) for p in m["release"].split("."))
+    while len(release) > 1 and release[-1] == 0:
+        release = release[:-1]
+    if m["pre"]:
+        pre = _PRE_RANK[m["pre"].lower()]
+    elif m["dev"] is not None and m["post"] is None:
+        pre = -1
+    else:
+        pre = 3
+    pre_n = int(m["pre_n"] or 0)
+    post = int(m["post"] or 0) if m["post"] is not None else -1
+    dev = int(m["dev"] or 0) if m["dev"] is not None else 1 << 62
+    return release, pre, pre_n, post, dev
+
+
+@dataclass(frozen=True)
+class RetentionVolumeReport:
+    """The volume holding the service's ``--retention-dir``, as ``GET /v1/health`` says."""
+
+    path: str
+    """The retention directory (resolved)."""
+    mount_point: str
+    file_system: str
+    """From the mount table; ``unknown`` when the service found none."""
+    capacity_bytes: int
+    free_bytes: int
+    writable: bool
+    shares_install_volume: bool
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    """What the master target's ``GET /v1/health`` answered (``docs/master-target-api.md``)."""
+
+    version: str
+    heartbeat: dt.datetime
+    retention_volume: RetentionVolumeReport
+    journal_used_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceProbe:
+    """One attempt to read the health endpoint: a report, or why there is none."""
+
+    report: ServiceHealth | None
+    failure: Reason | None = None
+    """``ConnectionFailed``, ``TLSVerificationFailed`` or ``UnexpectedAnswer``."""
+    message: str = ""
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    """A path's components; a drive letter (``R:``) in upper case."""
+    parts = tuple(p for p in re.split(r"[\\/]+", path.strip()) if p)
+    if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):
+        parts = (parts[0].upper(), *parts[1:])
+    return parts
+
+
+def _within(path: str, volume: str) -> bool:
+    inner, outer = _parts(path), _parts(volume)
+    return inner[: len(outer)] == outer
+
+
+def service_reachable(
+    probe: ServiceProbe, endpoint: str, generation: int, now: dt.datetime
+) -> Condition:
+    t = ConditionType.SERVICE_REACHABLE
+    if probe.report is None:
+        reason = probe.failure or Reason.CONNECTION_FAILED
+        return _cond(t, FALSE, reason, probe.message, generation, now)
+    message = (
+        f"The master target service answered at {endpoint} over mutual TLS "
+        f"(version {probe.report.version})."
+    )
+    return _cond(t, TRUE, Reason.CONNECTED, message, generation, now)
+
+
+def version_compatible(
+    report: ServiceHealth | None, operator_version: str, generation: int, now: dt.datetime
+) -> Condition:
+    """R-PRE-18: the service is not newer than the operator (and the process servers, which
+    run the operator's version)."""
+    t = ConditionType.VERSION_COMPATIBLE
+    if report is None:
+        return _cond(t, UNKNOWN, Reason.SERVICE_CHECK_PENDING,
+                     "The master target service has not answered; its version is not known "
+                     "(see ServiceReachable).", generation, now)  # fmt: skip
+    mine, theirs = version_key(operator_version), version_key(report.version)
+    if theirs is None or mine is None:
+        return _cond(t, UNKNOWN, Reason.UNEXPECTED_ANSWER,
+                     f"The master target service reports version {report.version!r}, which "
+                     f"the operator ({operator_version}) cannot compare with its own: install "
+                     f"master target version {operator_version} (R-PRE-18).",
+                     generation, now)  # fmt: skip
+    if theirs > mine:
+        return _cond(
+            t,
+            FALSE,
+            Reason.VERSION_TOO_NEW,
+            f"The master target service runs version {report.version}, newer than the "
+            f"operator and its process servers ({operator_version}): upgrade the operator "
+            f"first, or install master target version {operator_version} (R-PRE-18).",
+            generation,
+            now,
+        )
+    return _cond(t, TRUE, Reason.CHECK_PASSED,
+                 f"The master target service runs version {report.version}; the operator "
+                 f"runs {operator_version}.", generation, now)  # fmt: skip
+
+
+def retention_volume_valid(
+    report: ServiceHealth | None, volume: str, generation: int, now: dt.datetime
+) -> Condition:
+    """R-PRE-5 from the service's report: the volume at ``volume`` (spec.retentionVolume or
+    the OS default) exists and holds the service's retention directory, and is dedicated
+    (not the MT's install volume), non-FAT, not empty and writable. Every failure is named
+    in the message; the reason is the first one's, in that order."""
+    t = ConditionType.RETENTION_VOLUME_VALID
+    if report is None:
+        return _cond(t, UNKNOWN, Reason.SERVICE_CHECK_PENDING,
+                     f"The retention volume {volume} is checked by the master target service, "
+                     "which has not answered (see ServiceReachable).", generation, now)  # fmt: skip
+    v = report.retention_volume
+    where = f"{v.path} (volume {v.mount_point}, {v.file_system})"
+    failures: list[tuple[Reason, str]] = []
+    if not _within(v.path, volume):
+        failures.append((
+            Reason.RETENTION_VOLUME_NOT_USED,
+            f"the master target service keeps its journals in {where}, not on the retention "
+            f"volume {volume}: start it with --retention-dir on {volume}, or set "
+            f"spec.retentionVolume to {v.mount_point}",
+        ))  # fmt: skip
+    elif _parts(v.mount_point) != _parts(volume):
+        failures.append((
+            Reason.RETENTION_VOLUME_NOT_FOUND,
+            f"no volume is mounted at {volume}: {v.path} is on the volume mounted at "
+            f"{v.mount_point}; attach a dedicated volume and mount it at {volume}",
+        ))  # fmt: skip
+    if v.shares_install_volume:
+        failures.append((
+            Reason.RETENTION_VOLUME_NOT_DEDICATED,
+            f"{where} is the volume the master target service is installed on; give the "
+            "retention a dedicated volume (not the install or cache volume)",
+        ))  # fmt: skip
+    if v.file_system.lower() in FAT_FILE_SYSTEMS:
+        failures.append((
+            Reason.RETENTION_VOLUME_FILE_SYSTEM_UNSUPPORTED,
+            f"{where} is formatted {v.file_system}; format it NTFS or ReFS (Windows), ext4 or "
+            "xfs (Linux)",
+        ))  # fmt: skip
+    if v.capacity_bytes <= 0:
+        failures.append((
+            Reason.RETENTION_VOLUME_EMPTY,
+            f"{where} has no capacity; use a volume sized for the retention window "
+            "(about 1 TB for a Linux master target)",
+        ))  # fmt: skip
+    if not v.writable:
+        failures.append((
+            Reason.RETENTION_VOLUME_LOCKED,
+            f"the master target service cannot write {where}; unlock it (read-only mount, "
+            "BitLocker, permissions) so the service's account can write it",
+        ))  # fmt: skip
+    if failures:
+        message = "; ".join(m for _, m in failures)
+        message = message[0].upper() + message[1:] + " (R-PRE-5)."
+        return _cond(t, FALSE, failures[0][0], message, generation, now)
+    gib = 1 << 30
+    return _cond(t, TRUE, Reason.CHECK_PASSED,
+                 f"The retention volume {v.mount_point} ({v.file_system}, "
+                 f"{v.free_bytes / gib:.1f} GiB free of {v.capacity_bytes / gib:.1f} GiB) is "
+                 f"dedicated and writable; journals in {v.path}.", generation, now)  # fmt: skip
+
+
+def judge_service(
+    spec: MasterTargetSpec,
+    probe: ServiceProbe,
+    operator_version: str,
+    generation: int,
+    now: dt.datetime,
+) -> list[Condition]:
+    """``RetentionVolumeValid``, ``VersionCompatible`` and ``ServiceReachable`` from one
+    probe of the service; the first two Unknown while it does not answer."""
+    report = probe.report
     return [
-        _cond(
-            ConditionType.RETENTION_VOLUME_VALID,
-            UNKNOWN,
-            Reason.DATA_PLANE_NOT_BUILT,
-            f"The retention volume {volume} is checked by the master target service, which "
-            "this release does not have yet: make sure it is a dedicated, unlocked, non-FAT "
-            "volume that is not the cache or install volume (R-PRE-5).",
-            generation,
-            now,
-        ),
-        _cond(
-            ConditionType.VERSION_COMPATIBLE,
-            UNKNOWN,
-            Reason.DATA_PLANE_NOT_BUILT,
-            "The master target service reports its version; this release has no such "
-            "service yet (R-PRE-18).",
-            generation,
-            now,
-        ),
-        _cond(
-            ConditionType.SERVICE_REACHABLE,
-            UNKNOWN,
-            Reason.DATA_PLANE_NOT_BUILT,
-            f"Mutual TLS to {spec.endpoint} is checked once the master target service "
-            "exists; this release has no data plane yet.",
-            generation,
-            now,
-        ),
+        retention_volume_valid(report, spec.effective_retention_volume, generation, now),
+        version_compatible(report, operator_version, generation, now),
+        service_reachable(probe, spec.endpoint, generation, now),
     ]
 
 

@@ -7,24 +7,12 @@ The health endpoint's contract is ``docs/processserver-api.md``; the adapter is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from failback.domain.processserver import Probe
+from failback.ports.tls import TLS_KEYS, TLSMaterial
 
-TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
-"""The keys of the mutual-TLS Secret (``spec.tlsSecretRef``)."""
-
-
-@dataclass(frozen=True)
-class TLSMaterial:
-    """The operator's client certificate and key, and the CA that signed the services'.
-
-    PEM text; ``repr`` shows none of it."""
-
-    cert: str = field(repr=False)
-    key: str = field(repr=False)
-    ca: str = field(repr=False)
+__all__ = ["TLS_KEYS", "ProcessServerClient", "TLSMaterial"]
 
 
 class ProcessServerClient(Protocol):

@@ -1,12 +1,15 @@
 """Check a MasterTarget: read its Secrets, read vCenter once (shared by every object of the
-pass), judge every prerequisite (:mod:`failback.domain.mastertarget`) and return the status.
+pass) and ask its service for its health over mutual TLS (both at once), judge every
+prerequisite (:mod:`failback.domain.mastertarget`) and return the status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 
+from failback import __version__
 from failback.api import crossobject
 from failback.api import mastertarget as api
 from failback.api.conditions import TRUE, Condition, ConditionType, Reason, set_condition
@@ -14,6 +17,7 @@ from failback.domain import mastertarget as rules
 from failback.domain.status import refresh_conditions
 from failback.errors import FailbackError
 from failback.ports.kubernetes import SecretReader
+from failback.ports.mastertarget import TLS_KEYS, MasterTargetClient, TLSMaterial
 from failback.ports.vsphere import VCenters
 from failback.services.vcenter import (
     Unresolved,
@@ -23,12 +27,10 @@ from failback.services.vcenter import (
     vcenter_credentials,
 )
 
-TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
-
 
 async def _tls_secret(
     secrets: SecretReader, namespace: str, name: str, generation: int, now: dt.datetime
-) -> None:
+) -> TLSMaterial:
     field = "spec.tlsSecretRef"
     data = await secrets.read(namespace, name)
     if data is None:
@@ -40,25 +42,33 @@ async def _tls_secret(
                     generation, now, name=name, field=field, key=key, keys=", ".join(TLS_KEYS)
                 )
             )
+    return TLSMaterial(cert=data["tls.crt"], key=data["tls.key"], ca=data["ca.crt"])
 
 
 async def reconcile(
-    mt: api.MasterTarget, secrets: SecretReader, vcenters: VCenters, now: dt.datetime
+    mt: api.MasterTarget,
+    secrets: SecretReader,
+    vcenters: VCenters,
+    service: MasterTargetClient,
+    now: dt.datetime,
+    operator_version: str = __version__,
 ) -> api.MasterTargetStatus:
-    """The MasterTarget's status after one pass."""
+    """The MasterTarget's status after one pass. ``operator_version`` is what the service
+    may not be newer than (R-PRE-18): the operator's, which its process servers run."""
     gen = mt.meta.generation
     ns = mt.meta.namespace
     old = mt.status
-    found: list[Condition] = list(rules.service_pending(gen, now, mt.spec))
+    found: list[Condition] = []
     check: rules.Check | None = None
+    probe: rules.ServiceProbe | None = None
     try:
         creds = await vcenter_credentials(
             secrets, ns, mt.spec.vcenter_secret_ref.name, "spec.vcenterSecretRef", gen, now
         )
-        await _tls_secret(secrets, ns, mt.spec.tls_secret_ref.name, gen, now)
+        tls = await _tls_secret(secrets, ns, mt.spec.tls_secret_ref.name, gen, now)
     except Unresolved as exc:
         found.append(exc.condition)
-        found += not_checked(exc, rules.VSPHERE_CHECKS, gen, now)
+        found += not_checked(exc, rules.VSPHERE_CHECKS + rules.SERVICE_CHECKS, gen, now)
     else:
         found.append(
             Condition(
@@ -71,14 +81,21 @@ async def reconcile(
                 now,
             )
         )
-        try:
-            client = await vcenters.connect(creds)
-            inventory = await client.inventory()
-        except FailbackError as exc:
-            found += error_conditions(exc, rules.VSPHERE_CHECKS, gen, now)
-        else:
-            check = rules.check(mt.spec, inventory, old.registered_datastores, gen, now)
-            found += check.conditions
+
+        async def read_vcenter() -> None:
+            nonlocal check
+            try:
+                client = await vcenters.connect(creds)
+                inventory = await client.inventory()
+            except FailbackError as exc:
+                found.extend(error_conditions(exc, rules.VSPHERE_CHECKS, gen, now))
+            else:
+                check = rules.check(mt.spec, inventory, old.registered_datastores, gen, now)
+                found.extend(check.conditions)
+
+        _, answer = await asyncio.gather(read_vcenter(), service.health(mt.spec.endpoint, tls))
+        found += rules.judge_service(mt.spec, answer, operator_version, gen, now)
+        probe = answer
     conditions: list[Condition] = list(old.conditions)
     for c in found:
         conditions = set_condition(conditions, c)
@@ -90,6 +107,19 @@ async def reconcile(
         phase=api.derive_phase(conditions),
         disk_limit=api.DISK_LIMIT,
     )
+    report = probe.report if probe is not None else None
+    if report is not None:
+        volume = report.retention_volume
+        status = dataclasses.replace(
+            status,
+            version=report.version[:64],  # the CRD's bounds
+            retention_volume=api.RetentionVolumeStatus(
+                path=volume.path[:255],
+                file_system=volume.file_system[:32],
+                capacity_bytes=volume.capacity_bytes,
+                free_bytes=volume.free_bytes,
+            ),
+        )
     if check is not None:
         status = dataclasses.replace(
             status,

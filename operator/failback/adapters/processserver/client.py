@@ -1,47 +1,22 @@
-"""The process server's health endpoint over mutual TLS, with aiohttp.
+"""The process server's health endpoint over mutual TLS (the transport is
+:mod:`failback.adapters.mtls`, shared with the master target's client).
 
 The contract is ``docs/processserver-api.md``.
-
-One ``ssl.SSLContext`` per TLS Secret content (cached by digest): the CA of ``ca.crt``
-verifies the process server's certificate and host name, and ``tls.crt``/``tls.key`` prove
-the operator. The key is written to a private temporary file only for as long as
-``load_cert_chain`` reads it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import ssl
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from failback.adapters.mtls import ContractError, MutualTLS, Unanswered
 from failback.api import parse_time
 from failback.api.conditions import Reason
 from failback.domain.processserver import HealthReport, Probe
-from failback.ports.processserver import TLSMaterial
+from failback.ports.tls import TLSMaterial
+
+__all__ = ["HEALTH_PATH", "ContractError", "HealthClient", "parse_health"]
 
 HEALTH_PATH = "/v1/health"
-
-
-class ContractError(ValueError):
-    """The answer is not what ``docs/processserver-api.md`` says."""
-
-
-def _ssl_context(tls: TLSMaterial) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=tls.ca)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    with tempfile.TemporaryDirectory(prefix="failback-tls-") as directory:
-        cert, key = Path(directory) / "tls.crt", Path(directory) / "tls.key"
-        cert.write_text(tls.cert)
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(tls.key)
-        context.load_cert_chain(cert, key)
-    return context
 
 
 def _int(data: dict[str, Any], key: str, low: int = 0, high: int | None = None) -> int:
@@ -98,69 +73,14 @@ class HealthClient:
     """Implements ``ports.processserver.ProcessServerClient``."""
 
     def __init__(self, timeout: float = 10.0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._contexts: dict[str, ssl.SSLContext] = {}
-        self._session: aiohttp.ClientSession | None = None
-
-    def _context(self, tls: TLSMaterial) -> ssl.SSLContext:
-        digest = hashlib.sha256("\0".join((tls.cert, tls.key, tls.ca)).encode()).hexdigest()
-        context = self._contexts.get(digest)
-        if context is None:
-            context = self._contexts[digest] = _ssl_context(tls)
-        return context
+        self._mtls = MutualTLS(timeout)
 
     async def probe(self, endpoint: str, tls: TLSMaterial) -> Probe:
-        url = endpoint.rstrip("/") + HEALTH_PATH
-        try:
-            context = self._context(tls)
-        except (ssl.SSLError, ValueError) as exc:
-            return Probe(
-                None,
-                Reason.TLS_VERIFICATION_FAILED,
-                f"The TLS Secret (spec.tlsSecretRef) does not hold a usable certificate, key "
-                f"and CA: {type(exc).__name__}",
-            )
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        try:
-            async with self._session.get(url, ssl=context) as response:
-                if response.status != 200:
-                    return Probe(
-                        None,
-                        Reason.CONNECTION_FAILED,
-                        f"{endpoint} answered HTTP {response.status} on {HEALTH_PATH}.",
-                    )
-                data = await response.json(content_type=None)
-            return Probe(parse_health(data))
-        except aiohttp.ClientConnectorCertificateError as exc:
-            return Probe(
-                None,
-                Reason.TLS_VERIFICATION_FAILED,
-                f"The certificate of {endpoint} does not verify against ca.crt of "
-                f"spec.tlsSecretRef: {exc.certificate_error}",
-            )
-        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-            return Probe(
-                None,
-                Reason.TLS_VERIFICATION_FAILED,
-                f"The TLS handshake with {endpoint} failed (does it accept the operator's "
-                f"client certificate?): {type(exc).__name__}",
-            )
-        except ContractError as exc:
-            return Probe(
-                None,
-                Reason.CONNECTION_FAILED,
-                f"{endpoint} answered {HEALTH_PATH} outside its contract: {exc}.",
-            )
-        except ValueError:
-            return Probe(None, Reason.CONNECTION_FAILED, f"{endpoint} did not answer JSON.")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            detail = str(exc) or type(exc).__name__
-            return Probe(
-                None, Reason.CONNECTION_FAILED, f"{endpoint} did not answer: {detail}"[:1024]
-            )
+        answer = await self._mtls.get(endpoint, HEALTH_PATH, tls, parse_health)
+        if isinstance(answer, Unanswered):
+            reason = Reason.TLS_VERIFICATION_FAILED if answer.kind.tls else Reason.CONNECTION_FAILED
+            return Probe(None, reason, answer.message)
+        return Probe(answer)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._mtls.close()

@@ -1,0 +1,1 @@
+"""Master target adapter: its service's health endpoint over mutual TLS."""
