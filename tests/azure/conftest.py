@@ -7,10 +7,8 @@ minute) with short operations, so a test never sleeps long.
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pytest
 from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
 from failback.ports.azure import ClientSecret
 from testbed.azure.process import AzureEmulator
+from testbed.leaks import LeakGuard, guard_logs
 
 RG = "rg-failback-azure-tests"
 SCALE = 60.0
@@ -68,36 +67,6 @@ async def clients(emulator: AzureEmulator) -> AsyncIterator[AzureClientsAdapter]
 # ------------------------------------------------------------------ the leak guard
 
 
-@dataclass
-class LeakGuard:
-    """Collects every log line of a test; fails it if a secret shows up in one."""
-
-    secrets: list[str] = field(default_factory=list)
-    """Values that must never be logged (a test adds the SAS URLs and tokens it sees)."""
-    lines: list[str] = field(default_factory=list)
-
-    def check(self) -> None:
-        text = "\n".join(self.lines)
-        for secret in self.secrets:
-            assert secret not in text, "a secret was logged"
-        signatures = re.findall(r"(?i)\bsig=([^&\s\"']+)", text)
-        assert all(s.upper() == "REDACTED" for s in signatures), "a SAS signature was logged"
-        bearers = re.findall(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,})", text)
-        assert bearers == [], "a bearer token was logged"
-        tokens = re.findall(r"access_token[\"']?\s*[:=]\s*[\"']?([^\"'\s,}]+)", text)
-        assert all(set(t) == {"*"} for t in tokens), "an access token was logged"
-
-
-class _Collect(logging.Handler):
-    def __init__(self, guard: LeakGuard) -> None:
-        super().__init__(logging.DEBUG)
-        self.guard = guard
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.guard.lines.append(self.format(record))
-
-
 @pytest.fixture(autouse=True)
 def leak_guard(request: pytest.FixtureRequest) -> Iterator[LeakGuard]:
     """Every record of every logger, at DEBUG, for the whole test, and the emulator's own
@@ -107,19 +76,8 @@ def leak_guard(request: pytest.FixtureRequest) -> Iterator[LeakGuard]:
     if "azure_emulator" in request.fixturenames:
         emu = request.getfixturevalue("azure_emulator")
         guard.secrets.append(emu.client_secret)
-    handler = _Collect(guard)
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
+    with guard_logs(guard, emu.log_file if emu is not None else None):
         yield guard
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-    if emu is not None and emu.log_file.exists():
-        guard.lines.extend(emu.log_file.read_text(errors="replace").splitlines())
-    guard.check()
 
 
 # ------------------------------------------------------------------ Kubernetes

@@ -26,8 +26,9 @@ from failback.ports.azure import (
     VMDeployment,
 )
 from testbed.azure.process import AzureEmulator
+from testbed.leaks import LeakGuard
 
-from .conftest import RG, LeakGuard, identity, options
+from .conftest import RG, identity, options
 
 MIB = 1 << 20
 SUBNET = (

@@ -31,8 +31,9 @@ from failback.ports.azure import (
     WorkloadIdentity,
 )
 from testbed.azure.process import AzureEmulator
+from testbed.leaks import LeakGuard
 
-from .conftest import RG, LeakGuard, options
+from .conftest import RG, options
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 SUBJECT = "system:serviceaccount:failback-system:failback-operator"

@@ -19,10 +19,11 @@ from failback.api.constants import PROCESS_SERVER, PROTECTED_VM
 from failback.services.processserver import TAG_UID, vm_name
 from testbed.azure.process import AzureEmulator
 from testbed.kube import Kube as BedKube
+from testbed.leaks import LeakGuard
 from testbed.pki import Pki
 from testbed.procs import free_port
 
-from .conftest import RG, LeakGuard, identity, options
+from .conftest import RG, identity, options
 from .operator_harness import Kube, condition, eventually, operator_settings, running_operator
 from .psserver import ProcessServerStub
 

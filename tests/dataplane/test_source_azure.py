@@ -7,10 +7,8 @@ rate window, are 5 real seconds) with short operations. Every test greps what wa
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
@@ -37,6 +35,7 @@ from failback.ports.azure import (
     OperationStatus,
 )
 from testbed.azure.process import AzureEmulator
+from testbed.leaks import LeakGuard, guard_logs
 
 pytestmark = pytest.mark.testbed
 
@@ -48,35 +47,6 @@ MIB = 1 << 20
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@dataclass
-class LeakGuard:
-    """Every log line of a test (and the emulator's log): no secret may show up in one."""
-
-    secrets: list[str] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-
-    def check(self) -> None:
-        text = "\n".join(self.lines)
-        for secret in self.secrets:
-            assert secret not in text, "a secret was logged"
-        signatures = re.findall(r"(?i)\bsig=([^&\s\"']+)", text)
-        assert all(s.upper() == "REDACTED" for s in signatures), "a SAS signature was logged"
-        bearers = re.findall(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,})", text)
-        assert bearers == [], "a bearer token was logged"
-
-
-class _Collect(logging.Handler):
-    def __init__(self, guard: LeakGuard) -> None:
-        super().__init__(logging.DEBUG)
-        self.guard = guard
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.guard.lines.append(self.format(record))
-        if record.exc_info and record.exc_info[1] is not None:
-            self.guard.lines.append(repr(record.exc_info[1]))
 
 
 @pytest.fixture
@@ -95,20 +65,9 @@ def emulator(azure_emulator: AzureEmulator) -> Iterator[AzureEmulator]:
 
 @pytest.fixture(autouse=True)
 def leak_guard(emulator: AzureEmulator) -> Iterator[LeakGuard]:
-    guard = LeakGuard(secrets=[emulator.client_secret])
-    handler = _Collect(guard)
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
+    """Every log line of the test and the emulator's log: no secret may show up in one."""
+    with guard_logs(LeakGuard(secrets=[emulator.client_secret]), emulator.log_file) as guard:
         yield guard
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-    if emulator.log_file.exists():
-        guard.lines.extend(emulator.log_file.read_text(errors="replace").splitlines())
-    guard.check()
 
 
 class SasRecorder:
