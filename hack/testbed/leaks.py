@@ -49,8 +49,9 @@ class _Collect(logging.Handler):
 
 
 @contextmanager
-def guard_logs(guard: LeakGuard, extra_log: Path | None = None) -> Iterator[LeakGuard]:
-    """Collect into ``guard`` for the block, then check it (with ``extra_log``'s lines)."""
+def guard_logs(guard: LeakGuard, *extra_logs: Path | None) -> Iterator[LeakGuard]:
+    """Collect into ``guard`` for the block, then check it (with ``extra_logs``' lines:
+    the logs of the processes the test ran)."""
     handler = _Collect(guard)
     root = logging.getLogger()
     level = root.level
@@ -61,6 +62,7 @@ def guard_logs(guard: LeakGuard, extra_log: Path | None = None) -> Iterator[Leak
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
-    if extra_log is not None and extra_log.exists():
-        guard.lines.extend(extra_log.read_text(errors="replace").splitlines())
+    for extra_log in extra_logs:
+        if extra_log is not None and extra_log.exists():
+            guard.lines.extend(extra_log.read_text(errors="replace").splitlines())
     guard.check()

@@ -148,6 +148,11 @@ class Pki:
             name, common_name, organizations=organizations, server=False, client=True
         )
 
+    def peer(self, name: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> CertPair:
+        """A certificate that serves ``hosts`` and is also a client (a process server: it
+        serves the operator and calls master targets)."""
+        return self._issue(name, hosts[0], hosts=hosts, server=True, client=True)
+
     def signing_key(self, name: str) -> CertPair:
         """A bare key pair (``cert`` holds the public key), e.g. for service-account tokens."""
         key = ec.generate_private_key(ec.SECP256R1())

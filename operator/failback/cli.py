@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from failback import __version__
 from failback.settings import DEFAULT_PEERING, Settings
@@ -41,7 +42,7 @@ VERBS: tuple[Verb, ...] = (
     Verb(
         "process-server",
         "run the process server: reads changed blocks and forwards them to a master target",
-        "the replication data plane is not built yet",
+        None,
     ),
     Verb(
         "master-target",
@@ -153,8 +154,17 @@ def _master_target_arguments(parser: argparse.ArgumentParser) -> None:
         dest="disks",
         action="append",
         required=True,
-        metavar="ID=PATH",
-        help="a target disk: its id (disk UUID) and its device or flat image (repeatable)",
+        metavar="ID[=PATH]",
+        help="a target disk (repeatable): its disk UUID, found by --disk-resolver, or "
+        "ID=PATH to name its device or flat image",
+    )
+    parser.add_argument(
+        "--disk-resolver",
+        default="by-id",
+        metavar="RESOLVER",
+        help="how a --disk given by UUID alone is found: by-id (default: "
+        "/dev/disk/by-id/wwn-0x<hex> or scsi-3<hex>), by-id:DIR, or "
+        "datastore:DIR[,datacenter=MOID][,datastore=NAME] (a datastore folder, as vcsim keeps it)",
     )
     parser.add_argument(
         "--group",
@@ -185,6 +195,100 @@ def _master_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
 
 
+def _process_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        default="0.0.0.0:9443",
+        metavar="HOST:PORT",
+        help="address and port of the HTTPS control API (default: 0.0.0.0:9443)",
+    )
+    parser.add_argument(
+        "--cert",
+        required=True,
+        metavar="FILE",
+        help="PEM certificate: served to the operator, presented to master targets",
+    )
+    parser.add_argument("--key", required=True, metavar="FILE", help="PEM key of --cert")
+    parser.add_argument(
+        "--client-ca",
+        required=True,
+        metavar="FILE",
+        help="PEM CA: only clients with a certificate it signed are answered (mutual TLS)",
+    )
+    parser.add_argument(
+        "--mt-ca",
+        metavar="FILE",
+        help="PEM CA that signed the master targets' certificates (default: --client-ca)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        required=True,
+        metavar="DIR",
+        help="where sessions' state is kept (the PS's cache volume)",
+    )
+    parser.add_argument(
+        "--azure-credentials",
+        required=True,
+        metavar="DIR",
+        help="a mounted Secret: files tenantId, clientId and clientSecret (or clientCertificate)",
+    )
+    parser.add_argument("--azure-arm-endpoint", metavar="URL", help="Azure Resource Manager URL")
+    parser.add_argument("--azure-authority", metavar="URL", help="Microsoft Entra authority URL")
+    parser.add_argument(
+        "--azure-ca-file",
+        metavar="FILE",
+        help="PEM CA for Azure endpoints (a private or test endpoint); default: the system's",
+    )
+    parser.add_argument(
+        "--azure-writes-per-hour",
+        type=float,
+        default=1000.0,
+        metavar="N",
+        help="ARM writes per hour this PS allows itself (default: 1000, under Azure's 1200)",
+    )
+    parser.add_argument(
+        "--azure-poll-interval",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="seconds between polls of a long-running Azure operation (default: 15)",
+    )
+    parser.add_argument(
+        "--snapshot-rate",
+        default="7/5m",
+        metavar="COUNT/DURATION",
+        help="at most COUNT snapshots of one disk per DURATION (default: 7/5m, Azure's)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        default="64Mi",
+        metavar="BYTES",
+        help="encoded batches a session may hold while the MT is slow (default: 64Mi)",
+    )
+    parser.add_argument(
+        "--batch-size", default="16Mi", metavar="BYTES", help="data per batch (default: 16Mi)"
+    )
+    parser.add_argument(
+        "--compression-level",
+        type=int,
+        default=3,
+        metavar="N",
+        help="zstd level on the wire, 0 to send uncompressed (default: 3)",
+    )
+    parser.add_argument(
+        "--control-plane",
+        metavar="HOST:PORT",
+        default=_in_cluster_api(),
+        help="the Kubernetes API this PS must reach (R-PRE-12); default: the in-cluster one",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+
+
+def _in_cluster_api() -> str | None:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    return f"{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}" if host else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failback",
@@ -198,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
             _operator_arguments(sub)
         elif verb.name == "master-target":
             _master_target_arguments(sub)
+        elif verb.name == "process-server":
+            _process_server_arguments(sub)
     return parser
 
 
@@ -273,6 +379,7 @@ def run_master_target(args: argparse.Namespace) -> int:
             client_ca=args.client_ca,
             retention_dir=args.retention_dir,
             disks=args.disks,
+            disk_resolver=args.disk_resolver,
             groups=args.groups,
             capacity=args.capacity,
             retention=args.retention,
@@ -287,8 +394,71 @@ def run_master_target(args: argparse.Namespace) -> int:
         return 1
 
 
+def _read_secret_dir(directory: str) -> dict[str, str]:
+    """A mounted Secret: one file per key (Kubernetes' hidden ``..data`` entries skipped)."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise UsageError(f"--azure-credentials {directory}: not a directory (mount the Secret)")
+    return {
+        f.name: f.read_text()
+        for f in sorted(path.iterdir())
+        if not f.name.startswith(".") and f.is_file()
+    }
+
+
+def run_process_server(args: argparse.Namespace) -> int:
+    # Imported here: the operator's process never loads the data plane.
+    from failback.adapters.azure.clients import ARM_ENDPOINT, AzureClientsAdapter, AzureOptions
+    from failback.adapters.azure.credentials import SecretKeyMissing, identity_from_secret
+    from failback.dataplane import mt, ps
+    from failback.ports.azure import AzureCompute
+
+    try:
+        config = ps.build_config(
+            listen=args.listen,
+            cert=args.cert,
+            key=args.key,
+            client_ca=args.client_ca,
+            mt_ca=args.mt_ca,
+            state_dir=args.state_dir,
+            max_queue=args.max_queue,
+            batch_size=args.batch_size,
+            compression_level=args.compression_level,
+            snapshot_rate=args.snapshot_rate,
+            control_plane=args.control_plane,
+            blob_ca_file=args.azure_ca_file,
+        )
+    except mt.ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.azure_writes_per_hour <= 0 or args.azure_poll_interval <= 0:
+        raise UsageError("--azure-writes-per-hour and --azure-poll-interval must be positive")
+    try:
+        identity = identity_from_secret(_read_secret_dir(args.azure_credentials))
+    except SecretKeyMissing as exc:
+        raise UsageError(f"--azure-credentials {args.azure_credentials}: {exc}") from exc
+    adapter = AzureClientsAdapter(
+        AzureOptions(
+            arm_endpoint=args.azure_arm_endpoint or ARM_ENDPOINT,
+            authority=args.azure_authority,
+            ca_file=args.azure_ca_file,
+            poll_interval=args.azure_poll_interval,
+            writes_per_hour=args.azure_writes_per_hour,
+        )
+    )
+
+    async def compute_for(subscription_id: str) -> AzureCompute:
+        return await adapter.compute(identity, subscription_id)
+
+    try:
+        return ps.serve(config, compute_for, verbose=args.verbose, closing=adapter.close)
+    except ps.StartupError as exc:
+        print(f"failback process-server: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "operator": run_operator,
+    "process-server": run_process_server,
     "master-target": run_master_target,
 }
 

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from failback.dataplane.journal import SECTOR, Extent
 from failback.dataplane.mt import MEDIA_TYPE, encode_batch
+from failback.dataplane.mt.wire import compress_body
 from testbed.pki import CertPair, Pki
 from testbed.procs import free_port, log_tail, spawn, wait_until
 
@@ -59,8 +61,11 @@ class Client:
         path: str,
         body: bytes | dict[str, Any] | None = None,
         content_type: str | None = None,
+        encoding: str | None = None,
     ) -> tuple[int, Any]:
         headers = {}
+        if encoding is not None:
+            headers["Content-Encoding"] = encoding
         raw: bytes | None
         if isinstance(body, dict):
             raw = json.dumps(body).encode()
@@ -341,6 +346,96 @@ def test_a_flipped_bit_is_refused_and_nothing_is_written(mt: MasterTarget) -> No
     assert (state["lastDurableSeq"], state["cycleOpen"]) == (1, False)
     # The intact body still applies.
     assert client.request("POST", "/v1/groups/vm1/batches", bytes(body))[0] == 200
+
+
+def test_zstd_batches_are_applied_byte_exact(mt: MasterTarget) -> None:
+    client, model, rng = mt.client(), Model(mt), random.Random(17)
+    # Compressible data (a repeated pattern, like files and zeroed space) and noise.
+    pattern = rng.randbytes(512) * 256
+    extents = [
+        Extent.of("os", 1 << 20, pattern),
+        Extent.of("data", 8192, rng.randbytes(64 << 10)),
+        Extent.zero("os", 0, 4096),
+    ]
+    body = encode_batch(1, extents)
+    packed = compress_body(body)
+    assert len(packed) < len(body) // 2
+    status, answer = client.request("POST", "/v1/groups/vm1/batches", packed, encoding="zstd")
+    assert (status, answer["applied"], answer["lastDurableSeq"]) == (200, True, 1), answer
+    model.apply(extents)
+    # Identity, spelled out, and upper case zstd are accepted as well.
+    more = random_extents(rng)
+    status, answer = client.request(
+        "POST", "/v1/groups/vm1/batches", encode_batch(2, more), encoding="identity"
+    )
+    assert status == 200, answer
+    model.apply(more)
+    last = random_extents(rng)
+    status, answer = client.request(
+        "POST", "/v1/groups/vm1/batches", compress_body(encode_batch(3, last), 1), encoding="ZSTD"
+    )
+    assert status == 200, answer
+    model.apply(last)
+    assert client.point("vm1", "p-1", T0)[0] == 201
+    assert disk_digests(mt) == model.digests()
+    requests = [json.loads(line) for line in mt.log_text().splitlines() if '"request"' in line]
+    batches = [e for e in requests if e["path"] == "/v1/groups/vm1/batches"]
+    assert [(e["encoding"], e["wireBytes"]) for e in batches[:2]] == [
+        ("zstd", len(packed)),
+        ("identity", len(encode_batch(2, more))),
+    ]
+
+
+def _zeros(size: int, *, declared: bool) -> bytes:
+    """A zstd frame of ``size`` zeros, streamed (never ``size`` bytes in memory here).
+
+    ``declared``: its header states the size (a refusal from the header), or not (a bomb
+    the service only finds out about while decompressing).
+    """
+    stream = zstandard.ZstdCompressor(level=1).compressobj(size=size if declared else -1)
+    parts = [stream.compress(bytes(1 << 20)) for _ in range(size >> 20)]
+    return b"".join([*parts, stream.flush()])
+
+
+def _encoding_refusals() -> list[tuple[str, bytes, str, int, str]]:
+    body = encode_batch(1, [Extent.of("os", 0, b"e" * 4096)])
+    packed = compress_body(body)
+    flipped = bytearray(packed)
+    flipped[len(packed) // 2] ^= 0x20
+    return [
+        # (id, body, Content-Encoding, status, code)
+        ("gzip", body, "gzip", 415, "unsupported_encoding"),
+        ("br", packed, "br", 415, "unsupported_encoding"),
+        ("list", packed, "zstd, gzip", 415, "unsupported_encoding"),
+        ("identity-sent-as-zstd", body, "zstd", 400, "bad_compression"),
+        ("truncated", packed[:-6], "zstd", 400, "bad_compression"),
+        ("corrupt", bytes(flipped), "zstd", 400, "bad_compression"),
+        ("trailing", packed + b"\0\0", "zstd", 400, "bad_compression"),
+        ("zstd-sent-as-identity", packed, "identity", 400, "malformed_frame"),
+        # 512 MiB of zeros in ~16 KiB: over the 256 MiB batch limit once decompressed.
+        ("bomb", _zeros(512 << 20, declared=False), "zstd", 413, "batch_too_large"),
+        ("declared-too-large", _zeros(257 << 20, declared=True), "zstd", 413, "batch_too_large"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "code"),
+    [pytest.param(*case[1:], id=case[0]) for case in _encoding_refusals()],
+)
+def test_bad_encodings_get_a_specific_error_and_write_nothing(
+    shared: MasterTarget, body: bytes, encoding: str, status: int, code: str
+) -> None:
+    before = disk_digests(shared, ("os", "data", "other"))
+    got, answer = shared.client().request("POST", "/v1/groups/vm1/batches", body, encoding=encoding)
+    assert (got, error_code(answer)) == (status, code), answer
+    if code == "unsupported_encoding":
+        assert "identity or zstd" in answer["error"]["message"]
+    if code in ("bad_compression", "batch_too_large"):
+        assert "nothing written" in answer["error"]["message"]
+    if code == "batch_too_large":
+        assert "decompresses to more than 268435456 bytes" in answer["error"]["message"]
+    assert disk_digests(shared, ("os", "data", "other")) == before
+    assert shared.client().request("GET", "/v1/groups/vm1")[1]["lastDurableSeq"] == 0
 
 
 def _bad_requests() -> list[tuple[str, str, str, Any, int, str]]:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from failback.dataplane.mt.config import (
     ConfigError,
+    parse_disk_resolver,
+    parse_disks,
     parse_duration,
     parse_groups,
     parse_listen,
     parse_size,
 )
+from failback.dataplane.mt.resolver import BY_ID_ROOT, ByIdResolver, DatastoreResolver
 
 ANY = "0.0.0.0"  # noqa: S104 - what the parser must produce for "every interface"
+UUID = "6000C29a-1b2c-3d4e-5f60-718293a4b5c6"
 
 
 @pytest.mark.parametrize(
@@ -83,3 +88,65 @@ def test_without_groups_every_disk_is_in_default() -> None:
 def test_a_disk_listed_twice_in_one_group_is_refused() -> None:
     with pytest.raises(ConfigError, match="disk 'a' is already in group 'vm1'"):
         parse_groups(["vm1=a,a,b"], {"a": Path("/a"), "b": Path("/b")})
+
+
+def test_a_disk_given_by_uuid_alone_can_be_in_a_group() -> None:
+    assert parse_groups([f"vm1={UUID},b"], {UUID: None, "b": Path("/b")}) == {"vm1": (UUID, "b")}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("by-id", ByIdResolver(BY_ID_ROOT)),
+        ("by-id:/host/dev/disk/by-id", ByIdResolver(Path("/host/dev/disk/by-id"))),
+        ("datastore:/ds", DatastoreResolver(Path("/ds"))),
+        (
+            "datastore:/ds,datacenter=datacenter-2",
+            DatastoreResolver(Path("/ds"), datacenter="datacenter-2"),
+        ),
+        (
+            "datastore:/d,s,datastore=LocalDS_0,datacenter=ha-datacenter",
+            DatastoreResolver(Path("/d,s"), datacenter="ha-datacenter", datastore="LocalDS_0"),
+        ),
+        ("datastore:/ds,other=1", DatastoreResolver(Path("/ds,other=1"))),
+    ],
+)
+def test_disk_resolver_flag(text: str, expected: Any) -> None:
+    resolver = parse_disk_resolver(text)
+    assert resolver == expected
+    assert parse_disk_resolver(str(resolver)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", "use by-id, by-id:DIR or datastore:DIR"),
+        ("serial", "use by-id, by-id:DIR or datastore:DIR"),
+        ("datastore:", "use by-id, by-id:DIR or datastore:DIR"),
+        ("by-id:", "use by-id or by-id:DIR"),
+        ("datastore:,datacenter=dc-1", "name the datastore's directory"),
+        ("datastore:/ds,datacenter=", "datacenter= needs one value"),
+        ("datastore:/ds,datacenter=a,datacenter=b", "datacenter= needs one value"),
+    ],
+)
+def test_disk_resolver_flag_refused(text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=f"--disk-resolver {text}: {words}"):
+        parse_disk_resolver(text)
+
+
+def test_disks_given_by_uuid_alone_or_with_a_path() -> None:
+    assert parse_disks([UUID, "d1=/x/d1.flat"]) == {UUID: None, "d1": Path("/x/d1.flat")}
+
+
+@pytest.mark.parametrize(
+    ("specs", "words"),
+    [
+        (["d3"], "--disk d3: use --disk ID=PATH; only a disk UUID"),
+        (["d3="], "--disk d3=: use --disk ID=PATH, or --disk UUID alone"),
+        ([UUID, f"{UUID}=/x"], f"disk id '{UUID}' is given twice"),
+        ([], "no target disk: pass --disk ID=PATH or --disk UUID"),
+    ],
+)
+def test_disks_refused(specs: list[str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        parse_disks(specs)

@@ -12,13 +12,14 @@ Public surface::
     encode_batch(seq, extents) / decode_batch(body)   the wire format (FrameError)
 """
 
+from failback.dataplane.httpkit import StartupError
 from failback.dataplane.mt.config import (
     DEFAULT_PORT,
     ConfigError,
     MasterTargetConfig,
     build_config,
 )
-from failback.dataplane.mt.service import MasterTargetService, StartupError, serve
+from failback.dataplane.mt.service import MasterTargetService, serve
 from failback.dataplane.mt.wire import MEDIA_TYPE, FrameError, decode_batch, encode_batch
 
 __all__ = [

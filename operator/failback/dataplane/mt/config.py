@@ -1,17 +1,27 @@
 """The master target's configuration: one frozen dataclass, validated before anything opens.
 
 ``failback master-target`` builds it from its command line. Every problem is a
-:class:`ConfigError` whose message names the flag to fix; nothing here touches a disk or a
-socket except to check that the named files exist.
+:class:`ConfigError` whose message names the flag to fix. The parsers are pure; only
+:func:`resolve_disks` (a disk UUID to its device or file, through :mod:`.resolver`) and
+:func:`build_config`'s checks that the named files exist touch the file system, and nothing
+here opens a disk or a socket.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from failback.dataplane.mt.resolver import (
+    ByIdResolver,
+    DatastoreResolver,
+    ResolveError,
+    Resolver,
+    disk_uuid_hex,
+)
 
 DEFAULT_PORT = 9443
 """Replication data and the MT's control API share one port (R-ARCH-5)."""
@@ -52,7 +62,8 @@ class MasterTargetConfig:
     retention_dir: Path
     """The retention volume's directory; each group's journal is ``<retention_dir>/<group>``."""
     disks: dict[str, Path]
-    """Target disks by id: a flat image file or a block device."""
+    """Target disks by id: a flat image file or a block device, as named by ``--disk
+    ID=PATH`` or found by the disk resolver."""
     groups: dict[str, tuple[str, ...]]
     """Consistency groups (a VM, or a replication group of VMs) and their disk ids."""
     capacity_bytes: int = 1 << 40
@@ -110,26 +121,89 @@ def parse_size(value: str) -> int:
     return number
 
 
-def parse_disks(specs: Iterable[str]) -> dict[str, Path]:
-    disks: dict[str, Path] = {}
+def parse_disks(specs: Iterable[str]) -> dict[str, Path | None]:
+    """``ID=PATH`` (the path, made absolute) or ``ID`` alone (None: a disk UUID the disk
+    resolver will look up)."""
+    disks: dict[str, Path | None] = {}
     for spec in specs:
         disk_id, sep, path = spec.partition("=")
-        if not sep or not path:
-            raise ConfigError(f"--disk {spec}: use --disk ID=PATH")
+        if sep and not path:
+            raise ConfigError(f"--disk {spec}: use --disk ID=PATH, or --disk UUID alone")
         if not DISK_RE.match(disk_id):
             raise ConfigError(
                 f"--disk {spec}: the id {disk_id!r} must be 1-128 letters, digits, '.', '_', "
                 "':' or '-' (a disk UUID)"
             )
+        if not sep and disk_uuid_hex(disk_id) is None:
+            raise ConfigError(
+                f"--disk {spec}: use --disk ID=PATH; only a disk UUID (like "
+                "6000C29a-1b2c-3d4e-5f60-718293a4b5c6) can be given alone, for "
+                "--disk-resolver to find"
+            )
         if disk_id in disks:
             raise ConfigError(f"--disk {spec}: disk id {disk_id!r} is given twice")
-        disks[disk_id] = Path(path).absolute()
+        disks[disk_id] = Path(path).absolute() if sep else None
     if not disks:
-        raise ConfigError("no target disk: pass --disk ID=PATH (repeatable)")
+        raise ConfigError("no target disk: pass --disk ID=PATH or --disk UUID (repeatable)")
     return disks
 
 
-def parse_groups(specs: Iterable[str], disks: dict[str, Path]) -> dict[str, tuple[str, ...]]:
+def parse_disk_resolver(value: str) -> Resolver:
+    """``by-id`` (``/dev/disk/by-id``), ``by-id:DIR`` (the same links under another
+    folder), or ``datastore:DIR[,datacenter=MOID][,datastore=NAME]``."""
+    kind, sep, rest = value.partition(":")
+    if kind == "by-id":
+        if sep and not rest:
+            raise ConfigError(f"--disk-resolver {value}: use by-id or by-id:DIR")
+        return ByIdResolver(Path(rest).absolute()) if rest else ByIdResolver()
+    if kind == "datastore" and rest:
+        options: dict[str, str] = {}
+        directory = rest
+        while True:
+            head, comma, tail = directory.rpartition(",")
+            key, eq, option = tail.partition("=")
+            if not comma or not eq or key not in ("datacenter", "datastore"):
+                break
+            if not option or key in options:
+                raise ConfigError(
+                    f"--disk-resolver {value}: {key}= needs one value (a moid like "
+                    "datacenter-1, or a datastore name)"
+                )
+            options[key] = option
+            directory = head
+        if not directory:
+            raise ConfigError(f"--disk-resolver {value}: name the datastore's directory")
+        return DatastoreResolver(
+            Path(directory).absolute(),
+            datacenter=options.get("datacenter"),
+            datastore=options.get("datastore"),
+        )
+    raise ConfigError(
+        f"--disk-resolver {value}: use by-id, by-id:DIR or "
+        "datastore:DIR[,datacenter=MOID][,datastore=NAME]"
+    )
+
+
+def resolve_disks(disks: Mapping[str, Path | None], resolver: Resolver) -> dict[str, Path]:
+    """Every disk's path: the one given, or the one ``resolver`` finds for its UUID. This
+    reads the file system (the resolver's links or directory), nothing else."""
+    paths: dict[str, Path] = {}
+    for disk_id, given in disks.items():
+        if given is not None:
+            if not given.exists():
+                raise ConfigError(f"--disk {disk_id}={given}: no such file or device")
+            paths[disk_id] = given
+            continue
+        try:
+            paths[disk_id] = resolver.resolve(disk_id)
+        except ResolveError as exc:
+            raise ConfigError(f"--disk {disk_id} (--disk-resolver {resolver}): {exc}") from exc
+    return paths
+
+
+def parse_groups(
+    specs: Iterable[str], disks: Mapping[str, Path | None]
+) -> dict[str, tuple[str, ...]]:
     groups: dict[str, tuple[str, ...]] = {}
     for spec in specs:
         name, sep, members_text = spec.partition("=")
@@ -172,15 +246,18 @@ def build_config(
     client_ca: str,
     retention_dir: str,
     disks: Sequence[str],
+    disk_resolver: str = "by-id",
     groups: Sequence[str] = (),
     capacity: str | None = None,
     retention: str = "24h",
     first_cycle: str = "direct",
 ) -> MasterTargetConfig:
-    """Validate every flag (files included) and return the configuration."""
+    """Validate every flag (files included), resolve the disks given by UUID alone, and
+    return the configuration."""
     host, port = parse_listen(listen)
-    disk_paths = parse_disks(disks)
-    group_map = parse_groups(groups, disk_paths)
+    disk_specs = parse_disks(disks)
+    resolver = parse_disk_resolver(disk_resolver)
+    group_map = parse_groups(groups, disk_specs)
     capacity_bytes = parse_size(capacity) if capacity is not None else 1 << 40
     window = parse_duration(retention)
     if first_cycle not in ("direct", "journal"):
@@ -188,9 +265,7 @@ def build_config(
     for flag, value in (("--cert", cert), ("--key", key), ("--client-ca", client_ca)):
         if not Path(value).is_file():
             raise ConfigError(f"{flag} {value}: no such file")
-    for disk_id, path in disk_paths.items():
-        if not path.exists():
-            raise ConfigError(f"--disk {disk_id}={path}: no such file or device")
+    disk_paths = resolve_disks(disk_specs, resolver)
     directory = Path(retention_dir).absolute()
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--retention-dir {retention_dir}: not a directory")

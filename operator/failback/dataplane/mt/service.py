@@ -7,10 +7,12 @@ Health answers from a snapshot refreshed after every change, so it never waits f
 
 Errors answer ``{"error": {"code", "message"}}`` with a specific status::
 
-    400 bad_json | invalid_field | malformed_frame      the request itself is malformed
+    400 bad_json | invalid_field | malformed_frame | bad_compression
+                                                        the request itself is malformed
     404 unknown_group | unknown_point | not_found       nothing by that name
     409 sequence_gap | point_order | cycle_open | group_released
-    413 batch_too_large   415 unsupported_media_type
+    413 batch_too_large (on the wire, or once decompressed)
+    415 unsupported_media_type | unsupported_encoding
     422 unknown_disk | extent_out_of_range | extent_misaligned | extent_too_long |
         checksum_mismatch | invalid_extent              the batch can never be applied as sent
     507 retention_volume_full                           nothing of the cycle or batch written
@@ -22,19 +24,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
-import signal
 import ssl
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from failback import __version__
-from failback.api import format_time, parse_time
+from failback.api import format_time
+from failback.dataplane import httpkit
+from failback.dataplane.httpkit import ApiError, StartupError
 from failback.dataplane.journal import (
     MAX_EXTENT,
     SECTOR,
@@ -55,25 +56,20 @@ from failback.dataplane.journal import (
 )
 from failback.dataplane.mt import logs, volume
 from failback.dataplane.mt.config import MasterTargetConfig
-from failback.dataplane.mt.wire import MEDIA_TYPE, FrameError, decode_batch
+from failback.dataplane.mt.wire import (
+    ENCODINGS,
+    IDENTITY,
+    MEDIA_TYPE,
+    ZSTD,
+    CompressionError,
+    DecompressedTooLarge,
+    FrameError,
+    decode_batch,
+    decompress_body,
+)
 
 BATCH_TYPES = (MEDIA_TYPE, "application/octet-stream")
 MAX_JSON = 64 << 10
-
-
-class StartupError(Exception):
-    """The service cannot start (certificate, locked or damaged journal, port in use)."""
-
-
-class ApiError(Exception):
-    """Answered as ``{"error": {"code", "message", **extra}}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
 
 
 def _point_json(p: RecoveryPoint) -> dict[str, Any]:
@@ -108,21 +104,6 @@ class Group:
                 "elsewhere; restart the service to take them again",
             )
         return self.journal
-
-
-def server_context(config: MasterTargetConfig) -> ssl.SSLContext:
-    """TLS 1.2+, our certificate, and only clients whose certificate ``client_ca`` signed."""
-    try:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.client_ca))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_cert_chain(config.cert, config.key)
-    except (ssl.SSLError, OSError) as exc:
-        raise StartupError(
-            f"cannot use --cert {config.cert} / --key {config.key} / --client-ca "
-            f"{config.client_ca}: {exc.__class__.__name__}: {exc}"
-        ) from exc
-    return context
 
 
 class MasterTargetService:
@@ -214,7 +195,17 @@ class MasterTargetService:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._middleware], client_max_size=self.config.max_batch_bytes + (1 << 20)
+            middlewares=[
+                httpkit.error_middleware(
+                    self.log,
+                    {
+                        413: f"the body is larger than {self.config.max_batch_bytes} bytes; "
+                        "split the batch",
+                    },
+                    codes={413: "batch_too_large"},
+                )
+            ],
+            client_max_size=self.config.max_batch_bytes + (1 << 20),
         )
         r = app.router
         r.add_get("/v1/health", self.health)
@@ -227,53 +218,6 @@ class MasterTargetService:
         r.add_post("/v1/groups/{group}/release", self.release)
         return app
 
-    @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        started = time.monotonic()
-        try:
-            response = await handler(request)
-        except ApiError as exc:
-            response = web.json_response(
-                {"error": {"code": exc.code, "message": exc.message, **exc.extra}},
-                status=exc.status,
-            )
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code = {404: "not_found", 405: "method_not_allowed", 413: "batch_too_large"}.get(
-                exc.status, "bad_request"
-            )
-            message = {
-                404: f"no such endpoint: {request.path} (see docs/master-target-api.md)",
-                405: f"{request.method} is not allowed on {request.path}",
-                413: f"the body is larger than {self.config.max_batch_bytes} bytes; split the "
-                "batch",
-            }.get(exc.status, exc.reason)
-            response = web.json_response(
-                {"error": {"code": code, "message": message}}, status=exc.status
-            )
-        except Exception:
-            self.log.exception("request failed", extra={"fields": {"path": request.path}})
-            response = web.json_response(
-                {"error": {"code": "internal_error", "message": "internal error; see the log"}},
-                status=500,
-            )
-        peer = request.transport.get_extra_info("peercert") if request.transport else None
-        subject = dict(x[0] for x in (peer or {}).get("subject", ()))
-        logs.event(
-            self.log,
-            logging.INFO if response.status < 500 else logging.ERROR,
-            "request",
-            method=request.method,
-            path=request.path,
-            status=response.status,
-            client=subject.get("commonName"),
-            ms=round((time.monotonic() - started) * 1000, 1),
-        )
-        return response
-
     def _group(self, request: web.Request) -> Group:
         name = request.match_info["group"]
         group = self.groups.get(name)
@@ -284,24 +228,6 @@ class MasterTargetService:
                 f"no group {name!r} on this master target (have: {', '.join(sorted(self.groups))})",
             )
         return group
-
-    async def _json(self, request: web.Request) -> dict[str, Any]:
-        if request.content_type != "application/json":
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"send Content-Type: application/json, not {request.content_type!r}",
-            )
-        raw = await request.content.read(MAX_JSON + 1)
-        if len(raw) > MAX_JSON:
-            raise ApiError(413, "body_too_large", f"a control request is at most {MAX_JSON} bytes")
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError as exc:
-            raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ApiError(400, "bad_json", "the body must be a JSON object")
-        return data
 
     # ------------------------------------------------------------------ handlers
 
@@ -353,9 +279,9 @@ class MasterTargetService:
 
     async def begin_cycle(self, request: web.Request) -> web.Response:
         group = self._group(request)
-        body = await self._json(request)
-        changed = _int_field(body, "changedBytes")
-        extents = _int_field(body, "extents", required=False)
+        body = await httpkit.json_body(request)
+        changed = httpkit.int_field(body, "changedBytes")
+        extents = httpkit.int_field(body, "extents", required=False)
         async with group.lock:
             journal = group.require()
             await self._call(group, journal.begin_cycle, changed_bytes=changed, extents=extents)
@@ -376,6 +302,14 @@ class MasterTargetService:
                 "unsupported_media_type",
                 f"send Content-Type: {MEDIA_TYPE}, not {request.content_type!r}",
             )
+        encoding = request.headers.get("Content-Encoding", "").strip().lower() or IDENTITY
+        if encoding not in ENCODINGS:
+            raise ApiError(
+                415,
+                "unsupported_encoding",
+                f"Content-Encoding {encoding!r} is not supported: send the batch with "
+                f"Content-Encoding {' or '.join(ENCODINGS)} (or none, meaning identity)",
+            )
         length = request.content_length
         if length is not None and length > self.config.max_batch_bytes:
             raise ApiError(
@@ -384,7 +318,8 @@ class MasterTargetService:
                 f"{length} bytes is more than {self.config.max_batch_bytes}; split the batch",
             )
         body = await request.read()
-        batch = await asyncio.to_thread(self._decode_and_check, group, body)
+        request["encoding"], request["wireBytes"] = encoding, len(body)
+        batch = await asyncio.to_thread(self._decode_and_check, group, body, encoding)
         async with group.lock:
             journal = group.require()
             last = journal.last_durable_seq
@@ -405,8 +340,23 @@ class MasterTargetService:
                 {"group": group.name, "lastDurableSeq": durable, "applied": True}
             )
 
-    def _decode_and_check(self, group: Group, body: bytes) -> Batch:
+    def _decode_and_check(self, group: Group, body: bytes, encoding: str) -> Batch:
         """Decode ``body`` and refuse it before anything is written if any extent is bad."""
+        if encoding == ZSTD:
+            limit = self.config.max_batch_bytes
+            try:
+                body = decompress_body(body, limit)
+            except DecompressedTooLarge as exc:
+                raise ApiError(
+                    413, "batch_too_large", f"{exc}; split the batch; nothing written"
+                ) from exc
+            except CompressionError as exc:
+                raise ApiError(
+                    400,
+                    "bad_compression",
+                    f"Content-Encoding zstd, but {exc}; send one complete zstd frame; "
+                    "nothing written",
+                ) from exc
         try:
             batch = decode_batch(body)
         except FrameError as exc:
@@ -454,9 +404,9 @@ class MasterTargetService:
 
     async def commit_point(self, request: web.Request) -> web.Response:
         group = self._group(request)
-        body = await self._json(request)
-        point_id = _str_field(body, "id")
-        when = _time_field(body, "sourceTime")
+        body = await httpkit.json_body(request)
+        point_id = httpkit.str_field(body, "id")
+        when = httpkit.time_field(body, "sourceTime")
         app_consistent = body.get("appConsistent", False)
         if not isinstance(app_consistent, bool):
             raise ApiError(400, "invalid_field", "appConsistent must be true or false")
@@ -486,8 +436,8 @@ class MasterTargetService:
 
     async def rollback(self, request: web.Request) -> web.Response:
         group = self._group(request)
-        body = await self._json(request)
-        point_id = _str_field(body, "pointId")
+        body = await httpkit.json_body(request)
+        point_id = httpkit.str_field(body, "pointId")
         async with group.lock:
             journal = group.require()
             point = await self._call(group, journal.roll_to, point_id)
@@ -563,35 +513,17 @@ class MasterTargetService:
     # ------------------------------------------------------------------ running
 
     async def run(self, context: ssl.SSLContext) -> None:
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(
-            runner, self.config.host, self.config.port, ssl_context=context, reuse_address=True
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise StartupError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {exc}"
-            ) from exc
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        logs.event(
+        await httpkit.run_until_signalled(
+            self.app(),
+            self.config.host,
+            self.config.port,
+            context,
             self.log,
-            logging.INFO,
-            "listening",
-            host=self.config.host,
-            port=self.config.port,
             groups={g.name: list(g.disk_ids) for g in self.groups.values()},
+            disks={d: str(p) for d, p in self.config.disks.items()},
             retentionDir=str(self.config.retention_dir),
             version=__version__,
         )
-        await stop.wait()
-        logs.event(self.log, logging.INFO, "stopping")
-        await runner.cleanup()
 
 
 async def _finish(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -609,34 +541,10 @@ async def _finish(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise
 
 
-def _int_field(body: dict[str, Any], name: str, *, required: bool = True) -> int:
-    value = body.get(name, None if required else 0)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ApiError(400, "invalid_field", f"{name} must be an integer >= 0")
-    return value
-
-
-def _str_field(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value or len(value.encode()) > 1024:
-        raise ApiError(400, "invalid_field", f"{name} must be a string of 1 to 1024 bytes")
-    return value
-
-
-def _time_field(body: dict[str, Any], name: str) -> dt.datetime:
-    value = body.get(name)
-    try:
-        return parse_time(value) if isinstance(value, str) else parse_time("")
-    except ValueError as exc:
-        raise ApiError(
-            400, "invalid_field", f"{name} must be an RFC 3339 time like 2026-11-23T03:00:00Z"
-        ) from exc
-
-
 def serve(config: MasterTargetConfig, *, verbose: bool = False) -> int:
     """Run the service until SIGTERM/SIGINT; raises :class:`StartupError` if it cannot start."""
     logger = logs.configure(verbose)
-    context = server_context(config)
+    context = httpkit.server_context(config.cert, config.key, config.client_ca)
     service = MasterTargetService(config, logger)
     service.open()
     try:

@@ -542,9 +542,12 @@ class ManagedDiskSource:
     # -- the cycle ------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def open_cycle(self, snapshot: Snapshot | None = None) -> AsyncIterator[DiskCycle]:
+    async def open_cycle(
+        self, snapshot: Snapshot | None = None, *, resync: str | None = None
+    ) -> AsyncIterator[DiskCycle]:
         """A cycle on ``snapshot`` (default: :meth:`take_snapshot`); every SAS it grants is
-        revoked when the block ends, however it ends."""
+        revoked when the block ends, however it ends. ``resync`` (a reason) forces a full
+        resync: every range, unallocated ones as zeros (the target may hold anything)."""
         if snapshot is None:
             snapshot = await self.take_snapshot()
         if snapshot.time_created is None:
@@ -552,7 +555,9 @@ class ManagedDiskSource:
         number = self.state.counter + 1
         base = self.state.base
         mode, reason = CycleMode.INITIAL, "first cycle: every allocated range"
-        if base is not None:
+        if resync is not None:
+            mode, reason = CycleMode.FULL_RESYNC, resync
+        elif base is not None:
             found = await self._arm(self.compute.get_snapshot(base.resource_group, base.name))
             if found is None:
                 mode = CycleMode.FULL_RESYNC
@@ -641,14 +646,21 @@ class ManagedDiskSource:
                 f"cycle {cycle.snapshot.name} of disk {self.disk_name} is not finished "
                 "(read every extent and leave the `async with` first)"
             )
-        old = self.state.base
-        superseded = list(self.state.superseded)
-        if old is not None and old.name != cycle.snapshot.name:
-            superseded.append(old.name)
-        new_base = BaseSnapshot(
+        base = BaseSnapshot(
             self.resource_group, cycle.snapshot.name, cycle.report.size_bytes, cycle.source_time
         )
-        self.state = DiskState(new_base, cycle.number, tuple(superseded))
+        return await self.settle(base, cycle.number)
+
+    async def settle(self, base: BaseSnapshot, number: int) -> DiskState:
+        """Make ``base`` (the snapshot of cycle ``number``, which the sink made durable) the
+        base of the next cycle and delete the superseded snapshots. :meth:`complete` calls
+        it; a process server that crashed after the sink committed calls it directly with
+        what it persisted about the cycle. Idempotent."""
+        old = self.state.base
+        superseded = list(self.state.superseded)
+        if old is not None and old.name != base.name:
+            superseded.append(old.name)
+        self.state = DiskState(base, number, tuple(superseded))
         left = []
         for name in superseded:
             try:
@@ -710,11 +722,13 @@ class DiskGroupSource:
         self.sources = tuple(sources)
 
     @contextlib.asynccontextmanager
-    async def open_cycle(self) -> AsyncIterator[GroupCycle]:
+    async def open_cycle(self, *, resync: str | None = None) -> AsyncIterator[GroupCycle]:
+        """One cycle of every disk, their snapshots taken together; ``resync`` (a reason)
+        forces a full resync of every disk."""
         snapshots = await asyncio.gather(*(s.take_snapshot() for s in self.sources))
         async with contextlib.AsyncExitStack() as stack:
             cycles = [
-                await stack.enter_async_context(source.open_cycle(snap))
+                await stack.enter_async_context(source.open_cycle(snap, resync=resync))
                 for source, snap in zip(self.sources, snapshots, strict=True)
             ]
             yield GroupCycle(tuple(cycles))

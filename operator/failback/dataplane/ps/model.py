@@ -1,0 +1,257 @@
+"""A replication session's spec (what the operator asks for) and state (what the process
+server persists between cycles). Pure: parsing, validation, JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from failback.api import format_time, parse_time
+from failback.dataplane.source_azure import DiskState
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+"""Kubernetes names: a session is keyed ``namespace/name`` of its ProtectedVM (or group)."""
+GROUP_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+DISK_ID_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._:-]{0,126}[A-Za-z0-9])?$")
+AZURE_NAME_RE = re.compile(r"^[-\w._()]{1,90}$")
+SUBSCRIPTION_RE = re.compile(r"^[0-9a-fA-F-]{36}$")
+MAX_DISKS = 64
+
+
+class SpecError(ValueError):
+    """A session spec that cannot run; ``field`` names the JSON field to fix."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class SourceDisk:
+    """One Azure managed disk and the target disk (its UUID on the MT) it replicates to."""
+
+    resource_group: str
+    name: str
+    target_disk_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resourceGroup": self.resource_group,
+            "name": self.name,
+            "targetDiskId": self.target_disk_id,
+        }
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What to replicate, where to, how often. ``paused`` and ``intervalSeconds`` may change
+    while the session runs; anything else needs the session deleted first."""
+
+    namespace: str
+    name: str
+    subscription_id: str
+    mt_endpoint: str
+    mt_group: str
+    disks: tuple[SourceDisk, ...]
+    interval_seconds: float = 300.0
+    paused: bool = False
+    vm_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subscriptionId": self.subscription_id,
+            "masterTarget": {"endpoint": self.mt_endpoint, "group": self.mt_group},
+            "disks": [d.to_dict() for d in self.disks],
+            "intervalSeconds": self.interval_seconds,
+            "paused": self.paused,
+            "vmId": self.vm_id,
+        }
+
+    def same_target(self, other: SessionSpec) -> bool:
+        """Whether ``other`` replicates the same disks to the same place (changes of
+        ``paused`` and ``intervalSeconds`` only)."""
+        return replace(other, paused=self.paused, interval_seconds=self.interval_seconds) == self
+
+
+def _text(body: dict[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise SpecError(name, f"must be {what}")
+    return value
+
+
+def parse_spec(namespace: str, name: str, body: dict[str, Any]) -> SessionSpec:
+    """The spec of session ``namespace/name`` from its JSON body; :class:`SpecError` names
+    the first field that is wrong."""
+    if not NAME_RE.match(namespace) or not NAME_RE.match(name) or len(namespace) > 63:
+        raise SpecError("path", "/v1/sessions/{namespace}/{name} takes Kubernetes names")
+    subscription = _text(body, "subscriptionId", SUBSCRIPTION_RE, "an Azure subscription id")
+    mt = body.get("masterTarget")
+    if not isinstance(mt, dict):
+        raise SpecError("masterTarget", "must be an object with endpoint and group")
+    endpoint = mt.get("endpoint")
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    if (
+        parts is None
+        or parts.scheme != "https"
+        or not parts.hostname
+        or parts.path not in ("", "/")
+    ):
+        raise SpecError("masterTarget.endpoint", "must be https://host:port with no path")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise SpecError("masterTarget.endpoint", f"bad port: {exc}") from exc
+    group = mt.get("group")
+    if not isinstance(group, str) or not GROUP_RE.match(group):
+        raise SpecError("masterTarget.group", "must be the MT's consistency group name")
+    raw_disks = body.get("disks")
+    if not isinstance(raw_disks, list) or not 1 <= len(raw_disks) <= MAX_DISKS:
+        raise SpecError("disks", f"must list 1 to {MAX_DISKS} disks")
+    disks: list[SourceDisk] = []
+    for index, raw in enumerate(raw_disks):
+        where = f"disks[{index}]"
+        if not isinstance(raw, dict):
+            raise SpecError(where, "must be an object")
+        try:
+            disk = SourceDisk(
+                _text(raw, "resourceGroup", AZURE_NAME_RE, "an Azure resource group name"),
+                _text(raw, "name", AZURE_NAME_RE, "a managed disk name"),
+                _text(raw, "targetDiskId", DISK_ID_RE, "the target disk's UUID on the MT"),
+            )
+        except SpecError as exc:
+            raise SpecError(f"{where}.{exc.field}", str(exc).split(": ", 1)[1]) from exc
+        disks.append(disk)
+    for attr, label in (("name", "name"), ("target_disk_id", "targetDiskId")):
+        values = [getattr(d, attr) for d in disks]
+        if len(set(values)) != len(values):
+            raise SpecError(f"disks[].{label}", "each disk must appear once")
+    interval = body.get("intervalSeconds", 300)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0.1:
+        raise SpecError("intervalSeconds", "must be a number of seconds >= 0.1")
+    paused = body.get("paused", False)
+    if not isinstance(paused, bool):
+        raise SpecError("paused", "must be true or false")
+    vm_id = body.get("vmId")
+    if vm_id is not None and (not isinstance(vm_id, str) or not vm_id.startswith("/")):
+        raise SpecError("vmId", "must be the Azure VM's resource id")
+    return SessionSpec(
+        namespace,
+        name,
+        subscription.lower(),
+        endpoint.rstrip("/"),  # type: ignore[union-attr]
+        group,
+        tuple(disks),
+        float(interval),
+        paused,
+        vm_id,
+    )
+
+
+@dataclass(frozen=True)
+class CycleSnapshot:
+    """The snapshot one disk's open cycle reads (to resume it exactly, or to settle it)."""
+
+    name: str
+    size_bytes: int
+    source_time: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sizeBytes": self.size_bytes,
+            "sourceTime": format_time(self.source_time),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CycleSnapshot:
+        return cls(str(data["name"]), int(data["sizeBytes"]), parse_time(str(data["sourceTime"])))
+
+
+@dataclass(frozen=True)
+class OpenCycle:
+    """A cycle whose batches may have reached the MT, but whose point is not settled here.
+
+    Persisted before the first batch is sent: after a crash the same snapshots give the
+    same batches, so the cycle resumes from the MT's ``lastDurableSeq + 1``."""
+
+    number: int
+    first_seq: int
+    point_id: str
+    source_time: dt.datetime
+    snapshots: dict[str, CycleSnapshot]
+    resync: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "firstSeq": self.first_seq,
+            "pointId": self.point_id,
+            "sourceTime": format_time(self.source_time),
+            "snapshots": {k: v.to_dict() for k, v in self.snapshots.items()},
+            "resync": self.resync,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpenCycle:
+        return cls(
+            int(data["number"]),
+            int(data["firstSeq"]),
+            str(data["pointId"]),
+            parse_time(str(data["sourceTime"])),
+            {k: CycleSnapshot.from_dict(v) for k, v in dict(data["snapshots"]).items()},
+            data.get("resync"),
+        )
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """Everything a session needs after a restart of the process server."""
+
+    spec: SessionSpec
+    counter: int = 0
+    """Number of the last settled cycle."""
+    last_point: str | None = None
+    """The id of the last point this session committed and settled."""
+    disks: dict[str, DiskState] = field(default_factory=dict)
+    open: OpenCycle | None = None
+    resync: str | None = None
+    """Why the next cycle must be a full resync (None: it need not)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "namespace": self.spec.namespace,
+            "name": self.spec.name,
+            "spec": self.spec.to_dict(),
+            "counter": self.counter,
+            "lastPoint": self.last_point,
+            "disks": {k: v.to_dict() for k, v in self.disks.items()},
+            "open": self.open.to_dict() if self.open else None,
+            "resync": self.resync,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionState:
+        spec = parse_spec(str(data["namespace"]), str(data["name"]), dict(data["spec"]))
+        raw_open = data.get("open")
+        return cls(
+            spec,
+            int(data.get("counter", 0)),
+            data.get("lastPoint"),
+            {k: DiskState.from_dict(v) for k, v in dict(data.get("disks") or {}).items()},
+            OpenCycle.from_dict(raw_open) if raw_open else None,
+            data.get("resync"),
+        )
+
+
+def point_id(number: int) -> str:
+    """The recovery point of cycle ``number`` (unique and growing within a group)."""
+    return f"cycle-{number:09d}"

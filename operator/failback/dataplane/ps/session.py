@@ -1,0 +1,578 @@
+"""One replication session: the cycles of one VM's (or replication group's) managed disks
+into one consistency group of a master target.
+
+A cycle, and what makes it safe to crash anywhere in it::
+
+    1. ask the MT where the group is (lastDurableSeq, newest point)
+    2. a cycle persisted as open whose point the MT holds: it committed before a crash,
+       settle it (new base snapshots) and stop here
+    3. the MT is not where this session left it (another point, batches nobody recorded,
+       a new journal): roll the MT back to its newest point and make this cycle a full
+       resync, so the disks converge whatever they hold
+    4. snapshot every disk together (a resumed cycle reuses its snapshots: same names,
+       checked by creation time), persist the cycle as open *before* any batch is sent
+    5. read, batch, encode and compress in one task, send in another: a bounded queue
+       between them keeps memory flat when the MT is slow (backpressure); batches the MT
+       already made durable are read again but not sent (a resume resends at most the one
+       batch that was in flight)
+    6. commit the recovery point (a resend is harmless), then settle: the snapshots become
+       the next base, the superseded ones are deleted, the state is persisted
+
+Errors never end the session: it records them (``lastError``) and tries again after a
+delay (Azure's Retry-After when there is one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from failback.api import format_time
+from failback.dataplane import logs
+from failback.dataplane.journal import Batch
+from failback.dataplane.mt.wire import encode_batch, encode_body
+from failback.dataplane.ps.model import (
+    CycleSnapshot,
+    OpenCycle,
+    SessionSpec,
+    SessionState,
+    point_id,
+)
+from failback.dataplane.ps.mtclient import (
+    GroupState,
+    MasterTargetClient,
+    MasterTargetRefused,
+    MasterTargetUnreachable,
+)
+from failback.dataplane.ps.store import StateStore
+from failback.dataplane.source_azure import (
+    BaseSnapshot,
+    DiskGroupSource,
+    ManagedDiskSource,
+    SourceSettings,
+)
+from failback.errors import Permanent, Retryable
+from failback.ports.azure import AzureCompute, AzureRetryable
+
+ComputeFactory = Callable[[str], Awaitable[AzureCompute]]
+
+RETRY_BASE = 0.5
+RETRY_CAP = 30.0
+SEND_ATTEMPTS_ON_DAMAGE = 3
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row: 0.5, 1, 2... up to 30."""
+    return min(RETRY_CAP, RETRY_BASE * float(1 << min(max(failures - 1, 0), 8)))
+
+
+class CycleAbandoned(Exception):
+    """The cycle cannot go on as it started (the MT moved, a snapshot changed): the next
+    attempt starts over from the MT's state."""
+
+
+class SessionStopped(Exception):
+    """The group was released on the MT (failback): nothing more to send."""
+
+
+@dataclass
+class Progress:
+    """The cycle under way, for status."""
+
+    number: int = 0
+    first_seq: int = 0
+    skip_through: int = 0
+    batches_sent: int = 0
+    batches_skipped: int = 0
+    bytes_sent: int = 0
+    wire_bytes: int = 0
+    started: float = 0.0
+    modes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    cycles: int = 0
+    bytes_sent: int = 0
+    wire_bytes: int = 0
+    resends: int = 0
+    recent: list[tuple[float, int]] = field(default_factory=list)
+    """(monotonic time, wire bytes) of recent batches, for throughput."""
+
+    def sent(self, raw: int, wire: int) -> None:
+        now = time.monotonic()
+        self.bytes_sent += raw
+        self.wire_bytes += wire
+        self.recent.append((now, wire))
+        while self.recent and self.recent[0][0] < now - 60:
+            self.recent.pop(0)
+
+    def throughput(self) -> int:
+        now = time.monotonic()
+        return int(sum(b for t, b in self.recent if t >= now - 60) / 60)
+
+
+@dataclass
+class Queued:
+    seq: int
+    body: bytes
+    encoding: str | None
+    raw_bytes: int
+
+
+class Session:
+    def __init__(
+        self,
+        state: SessionState,
+        *,
+        store: StateStore,
+        compute_for: ComputeFactory,
+        mt: MasterTargetClient,
+        source_settings: SourceSettings,
+        max_queue_bytes: int,
+        compression_level: int,
+        log: logging.Logger,
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.compute_for = compute_for
+        self.mt = mt
+        self.source_settings = source_settings
+        self.max_queue_bytes = max_queue_bytes
+        self.compression_level = compression_level
+        self.log = log
+        self.phase = "Starting"
+        self.progress = Progress()
+        self.counters = Counters()
+        self.queue_bytes = 0
+        self.last_error: dict[str, Any] | None = None
+        self.last_cycle: dict[str, Any] | None = None
+        self.last_point: dict[str, Any] | None = None
+        self.next_cycle_at: float | None = None
+        self.created = dt.datetime.now(dt.UTC)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def spec(self) -> SessionSpec:
+        return self.state.spec
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"session {self.spec.key}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def update(self, spec: SessionSpec) -> None:
+        """A change of ``paused`` or ``intervalSeconds``."""
+        self._persist(replace(self.state, spec=spec))
+        self._wake.set()
+
+    def request_cycle(self, resync: str | None = None) -> None:
+        """Run a cycle now (``resync``: as a full resync, for that reason)."""
+        if resync is not None and self.state.resync is None:
+            self._persist(replace(self.state, resync=resync))
+        self._wake.set()
+
+    def _persist(self, state: SessionState) -> None:
+        self.store.save(state)
+        self.state = state
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if self.spec.paused:
+                self.phase = "Paused"
+                self.next_cycle_at = None
+                await self._sleep(None)
+                continue
+            started = time.monotonic()
+            try:
+                await self._cycle()
+            except asyncio.CancelledError:
+                raise
+            except SessionStopped as exc:
+                self._error("GroupReleased", str(exc))
+                self.phase = "Released"
+                await self._sleep(None)
+                continue
+            except Exception as exc:  # recorded, never fatal: a DR product keeps trying
+                failures += 1
+                delay = self._failed(exc, failures)
+                self.phase = "Waiting"
+                self.next_cycle_at = time.time() + delay
+                await self._sleep(delay)
+                continue
+            failures = 0
+            self.last_error = None
+            self.phase = "Idle"
+            wait = max(0.0, started + self.spec.interval_seconds - time.monotonic())
+            self.next_cycle_at = time.time() + wait
+            await self._sleep(wait)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    def _failed(self, exc: Exception, failures: int) -> float:
+        delay = backoff(failures)
+        if isinstance(exc, AzureRetryable):
+            delay = max(delay, float(exc.delay))
+            code = "AzureThrottled" if "throttl" in type(exc).__name__.lower() else "AzureRetry"
+        elif isinstance(exc, MasterTargetUnreachable):
+            code = "MasterTargetUnreachable"
+        elif isinstance(exc, MasterTargetRefused):
+            code = {
+                "retention_volume_full": "RetentionVolumeFull",
+                "sequence_gap": "SequenceGap",
+            }.get(exc.code, "MasterTargetRefused")
+            if exc.code == "retention_volume_full":
+                delay = max(delay, RETRY_CAP)
+        elif isinstance(exc, CycleAbandoned):
+            code, delay = "CycleAbandoned", RETRY_BASE
+        elif isinstance(exc, Retryable):
+            code = "Retryable"
+        elif isinstance(exc, Permanent):
+            code = "Permanent"
+        else:
+            code = "InternalError"
+        self._error(code, f"{exc.__class__.__name__}: {exc}", retryIn=round(delay, 1))
+        return delay
+
+    def _error(self, code: str, message: str, **fields: Any) -> None:
+        self.last_error = {
+            "code": code,
+            "message": message[:1024],
+            "time": format_time(dt.datetime.now(dt.UTC)),
+        }
+        logs.event(
+            self.log,
+            logging.ERROR if code in ("RetentionVolumeFull", "InternalError") else logging.WARNING,
+            "replication cycle failed",
+            session=self.spec.key,
+            code=code,
+            error=message[:1024],
+            **fields,
+        )
+
+    # ------------------------------------------------------------------ one cycle
+
+    async def _cycle(self) -> None:
+        spec = self.spec
+        endpoint, group_name = spec.mt_endpoint, spec.mt_group
+        self.phase = "Checking"
+        mt = await self.mt.group(endpoint, group_name)
+        if mt.released:
+            raise SessionStopped(f"group {group_name} was released on {endpoint}")
+        compute = await self.compute_for(spec.subscription_id)
+        sources = [
+            ManagedDiskSource(
+                compute,
+                d.resource_group,
+                d.name,
+                disk_id=d.target_disk_id,
+                state=self.state.disks.get(d.name),
+                settings=self.source_settings,
+            )
+            for d in spec.disks
+        ]
+        opened = self.state.open
+        if opened is not None and mt.newest_point == opened.point_id:
+            await self._settle(sources, opened)
+            return
+        await self._reconcile_target(mt)
+        opened = self.state.open
+        mt = await self.mt.group(endpoint, group_name)
+        group = DiskGroupSource(sources)
+        self.phase = "Snapshotting"
+        resync = opened.resync if opened is not None else self.state.resync
+        async with group.open_cycle(resync=resync) as cycle:
+            snapshots = {
+                c.source.disk_name: CycleSnapshot(
+                    c.snapshot.name, c.report.size_bytes, c.source_time
+                )
+                for c in cycle.cycles
+            }
+            if opened is None:
+                number = self.state.counter + 1
+                opened = OpenCycle(
+                    number,
+                    mt.last_durable_seq + 1,
+                    point_id(number),
+                    cycle.source_time,
+                    snapshots,
+                    resync,
+                )
+                self._persist(replace(self.state, open=opened))
+            elif opened.snapshots != snapshots:
+                self._persist(
+                    replace(
+                        self.state,
+                        open=None,
+                        resync=f"the snapshots of cycle {opened.number} changed while it was "
+                        "interrupted: full resync",
+                    )
+                )
+                raise CycleAbandoned(f"cycle {opened.number}: its snapshots changed")
+            self.progress = Progress(
+                number=opened.number,
+                first_seq=opened.first_seq,
+                skip_through=mt.last_durable_seq,
+                started=time.monotonic(),
+                modes={c.source.disk_name: str(c.mode) for c in cycle.cycles},
+            )
+            self.phase = "Copying"
+            await self._stream(cycle.batches(opened.first_seq, self.source_settings), mt)
+        self.phase = "Committing"
+        answer = await self._commit(opened)
+        self.last_cycle = {
+            "number": opened.number,
+            "disks": [
+                {
+                    "name": r.disk,
+                    "snapshot": r.snapshot,
+                    "mode": str(r.mode),
+                    "reason": r.reason,
+                    "bytesChanged": r.bytes_changed,
+                    "bytesCleared": r.bytes_cleared,
+                    "bytesRead": r.bytes_read,
+                }
+                for r in cycle.reports
+            ],
+            "batchesSent": self.progress.batches_sent,
+            "batchesSkipped": self.progress.batches_skipped,
+            "wireBytes": self.progress.wire_bytes,
+            "seconds": round(time.monotonic() - self.progress.started, 3),
+        }
+        logs.event(
+            self.log,
+            logging.INFO,
+            "recovery point committed",
+            session=self.spec.key,
+            point=opened.point_id,
+            sourceTime=format_time(opened.source_time),
+            lastSeq=answer.get("point", {}).get("lastSeq"),
+            batches=self.progress.batches_sent,
+            skipped=self.progress.batches_skipped,
+        )
+        await self._settle(sources, opened)
+
+    async def _reconcile_target(self, mt: GroupState) -> None:
+        """Make sure the MT is where this session left it; if not, plan a full resync."""
+        opened = self.state.open
+        expected = self.state.last_point
+        reason = None
+        if mt.newest_point != expected:
+            reason = (
+                f"the master target's newest point is {mt.newest_point or 'none'}, this "
+                f"session last committed {expected or 'none'}: full resync"
+            )
+        elif opened is not None and mt.last_durable_seq < opened.first_seq - 1:
+            reason = (
+                f"the master target holds batches up to {mt.last_durable_seq}, cycle "
+                f"{opened.number} started at {opened.first_seq}: full resync"
+            )
+        elif opened is None and mt.cycle_open:
+            reason = "the master target holds batches no cycle of this session recorded"
+        if reason is None:
+            return
+        logs.event(self.log, logging.WARNING, "target diverged", session=self.spec.key, why=reason)
+        if mt.cycle_open and mt.newest_point is not None:
+            await self.mt.rollback(self.spec.mt_endpoint, self.spec.mt_group, mt.newest_point)
+        # Not a first copy into zeroed disks unless the MT never got anything.
+        needs_resync = mt.newest_point is not None or mt.last_durable_seq > 0
+        self._persist(
+            replace(
+                self.state,
+                open=None,
+                last_point=mt.newest_point,
+                resync=reason if needs_resync else None,
+            )
+        )
+
+    async def _stream(self, batches: Any, mt: GroupState) -> None:
+        depth = max(1, self.max_queue_bytes // max(1, self.source_settings.batch_bytes))
+        queue: asyncio.Queue[Queued | None] = asyncio.Queue(maxsize=depth)
+        skip_through = mt.last_durable_seq
+
+        async def produce() -> None:
+            async for batch in batches:
+                if batch.seq <= skip_through:
+                    self.progress.batches_skipped += 1
+                    continue
+                item = await asyncio.to_thread(self._encode, batch)
+                self.queue_bytes += len(item.body)
+                await queue.put(item)
+            await queue.put(None)
+
+        async def consume() -> None:
+            while (item := await queue.get()) is not None:
+                await self._send(item)
+                self.queue_bytes -= len(item.body)
+
+        producer = asyncio.create_task(produce())
+        consumer = asyncio.create_task(consume())
+        try:
+            done, _ = await asyncio.wait({producer, consumer}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+            await asyncio.gather(producer, consumer)
+        finally:
+            for task in (producer, consumer):
+                task.cancel()
+            await asyncio.gather(producer, consumer, return_exceptions=True)
+            self.queue_bytes = 0
+
+    def _encode(self, batch: Batch) -> Queued:
+        body = encode_batch(batch.seq, batch.extents)
+        raw = sum(e.length for e in batch.extents if e.data is not None)
+        if self.compression_level > 0:
+            wire, encoding = encode_body(body, self.compression_level)
+            return Queued(batch.seq, wire, encoding, raw)
+        return Queued(batch.seq, body, None, raw)
+
+    async def _send(self, item: Queued) -> None:
+        spec = self.spec
+        damaged = 0
+        failures = 0
+        while True:
+            try:
+                answer = await self.mt.send_batch(
+                    spec.mt_endpoint, spec.mt_group, item.body, item.encoding
+                )
+            except MasterTargetUnreachable as exc:
+                failures += 1
+                self._error("MasterTargetUnreachable", str(exc), seq=item.seq)
+                await asyncio.sleep(backoff(failures))
+                continue
+            except MasterTargetRefused as exc:
+                if exc.code == "group_released":
+                    raise SessionStopped(str(exc)) from exc
+                if exc.code in ("checksum_mismatch", "malformed_frame"):
+                    damaged += 1
+                    if damaged < SEND_ATTEMPTS_ON_DAMAGE:
+                        self.counters.resends += 1
+                        continue
+                if exc.code in ("io_error", "internal_error") and failures < 5:
+                    failures += 1
+                    await asyncio.sleep(backoff(failures))
+                    continue
+                raise
+            break
+        if answer.get("applied") is False:
+            # The MT had made it durable before a crash cut its answer: a resend (harmless).
+            self.counters.resends += 1
+            logs.event(
+                self.log, logging.INFO, "batch was already durable", session=spec.key, seq=item.seq
+            )
+        self.progress.batches_sent += 1
+        self.progress.bytes_sent += item.raw_bytes
+        self.progress.wire_bytes += len(item.body)
+        self.counters.sent(item.raw_bytes, len(item.body))
+        if self.last_error and self.last_error["code"] == "MasterTargetUnreachable":
+            self.last_error = None
+
+    async def _commit(self, opened: OpenCycle) -> dict[str, Any]:
+        spec = self.spec
+        failures = 0
+        while True:
+            try:
+                return await self.mt.commit(
+                    spec.mt_endpoint,
+                    spec.mt_group,
+                    opened.point_id,
+                    opened.source_time,
+                    app_consistent=False,
+                )
+            except MasterTargetUnreachable as exc:
+                failures += 1
+                self._error("MasterTargetUnreachable", str(exc), point=opened.point_id)
+                await asyncio.sleep(backoff(failures))
+
+    async def _settle(self, sources: list[ManagedDiskSource], opened: OpenCycle) -> None:
+        self.phase = "Settling"
+        disks = dict(self.state.disks)
+        for source in sources:
+            snap = opened.snapshots[source.disk_name]
+            base = BaseSnapshot(source.resource_group, snap.name, snap.size_bytes, snap.source_time)
+            disks[source.disk_name] = await source.settle(base, opened.number)
+        self._persist(
+            replace(
+                self.state,
+                counter=opened.number,
+                last_point=opened.point_id,
+                disks=disks,
+                open=None,
+                resync=None,
+            )
+        )
+        self.counters.cycles += 1
+        self.last_point = {"id": opened.point_id, "sourceTime": format_time(opened.source_time)}
+
+    # ------------------------------------------------------------------ status
+
+    def rpo_source_time(self) -> dt.datetime | None:
+        opened_time = None
+        for disk in self.state.disks.values():
+            if disk.base is not None:
+                t = disk.base.source_time
+                opened_time = t if opened_time is None else min(opened_time, t)
+        return opened_time if self.state.last_point else None
+
+    def status(self) -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC)
+        rpo_time = self.rpo_source_time()
+        progress = self.progress
+        return {
+            "namespace": self.spec.namespace,
+            "name": self.spec.name,
+            "spec": self.spec.to_dict(),
+            "phase": self.phase,
+            "cyclesCompleted": self.counters.cycles,
+            "lastPoint": self.state.last_point,
+            "rpoSourceTime": format_time(rpo_time) if rpo_time else None,
+            # A source clock ahead of ours (skew) reads as 0, never as a negative RPO.
+            "rpoSeconds": (
+                round(max(0.0, (now - rpo_time).total_seconds()), 3) if rpo_time else None
+            ),
+            "resyncPending": self.state.resync,
+            "cycle": (
+                {
+                    "number": progress.number,
+                    "firstSeq": progress.first_seq,
+                    "batchesSent": progress.batches_sent,
+                    "batchesSkipped": progress.batches_skipped,
+                    "bytesSent": progress.bytes_sent,
+                    "wireBytes": progress.wire_bytes,
+                    "modes": progress.modes,
+                }
+                if self.phase in ("Copying", "Committing", "Settling")
+                else None
+            ),
+            "lastCycle": self.last_cycle,
+            "queueBytes": self.queue_bytes,
+            "bytesSent": self.counters.bytes_sent,
+            "wireBytes": self.counters.wire_bytes,
+            "throughputBytesPerSecond": self.counters.throughput(),
+            "lastError": self.last_error,
+            "nextCycleAt": (
+                format_time(dt.datetime.fromtimestamp(self.next_cycle_at, dt.UTC))
+                if self.next_cycle_at
+                else None
+            ),
+        }

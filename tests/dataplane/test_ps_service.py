@@ -1,0 +1,138 @@
+"""The whole forward data plane as real processes: the Azure emulator's managed disks →
+`failback process-server` → `failback master-target` → flat files (the test bed's VMDKs).
+
+Every check compares the target flat files with the emulator's disk bytes (read through its
+control API, independently of the product) at each recovery point.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.azure.process import AzureEmulator
+from testbed.dataplane import DataPlane
+from testbed.leaks import LeakGuard, guard_logs
+
+pytestmark = pytest.mark.testbed
+
+SCALE = 60.0
+FAST = 6.0
+MIB = 1 << 20
+
+
+def fast_emulator(emulator: AzureEmulator) -> None:
+    control = emulator.control
+    control.reset()
+    control.set_time_scale(SCALE)
+    control.set_limits(
+        durations=dict.fromkeys(control.limits()["durations"], FAST),
+        poll_retry_after=0,
+        snapshots_per_window=10_000,
+    )
+
+
+@pytest.fixture
+def rig(azure_emulator: AzureEmulator, tmp_path: Path) -> Iterator[DataPlane]:
+    fast_emulator(azure_emulator)
+    plane = DataPlane(tmp_path / "dp", azure_emulator, ps_extra=("--snapshot-rate", "1000/1s"))
+    guard = LeakGuard(secrets=[azure_emulator.client_secret])
+    with guard_logs(guard, azure_emulator.log_file, plane.ps.log, plane.mt.log):
+        yield plane
+        codes = plane.stop()
+    assert codes == {"process-server": 0, "master-target": 0}, (plane.ps.tail(), plane.mt.tail())
+    azure_emulator.control.clear_faults()
+
+
+def test_cycles_copy_every_disk_byte_exact_and_report_points(rig: DataPlane) -> None:
+    rng = random.Random(7)
+    rig.add_vm("web-01", {"web-01-os": 8 * MIB, "web-01-data0": 4 * MIB})
+    for disk in rig.vms["web-01"].disks:
+        rig.scribble(disk, rng, writes=10)
+    rig.start()
+    created = rig.start_session("web-01")
+    assert created["phase"] in ("Starting", "Checking", "Snapshotting", "Copying")
+
+    first = rig.wait_point("web-01", after=0)
+    rig.assert_converged("web-01")
+    assert {d["mode"] for d in first["lastCycle"]["disks"]} == {"Initial"}
+
+    for disk in rig.vms["web-01"].disks:
+        rig.scribble(disk, rng)
+    rig.cycle_now("web-01")
+    second = rig.wait_point("web-01", after=1)
+    rig.assert_converged("web-01")
+    assert {d["mode"] for d in second["lastCycle"]["disks"]} == {"Incremental"}
+    changed = sum(d["bytesChanged"] + d["bytesCleared"] for d in second["lastCycle"]["disks"])
+    assert 0 < changed < 12 * MIB
+
+    points = rig.points("web-01")
+    assert [p["id"] for p in points] == [first["lastPoint"], second["lastPoint"]]
+    assert second["rpoSeconds"] is not None
+    assert second["rpoSeconds"] >= 0
+
+    health = rig.ps.client.ok("GET", "/v1/health")
+    assert health["sessions"] == ["dr/web-01"]
+    assert health["replication"][0]["session"] == "dr/web-01"
+    for name in ("cpuPercent", "memoryPercent", "cacheFreePercent"):
+        assert 0 <= health[name] <= 100
+
+    # Only the base snapshots of the last cycle are left in Azure.
+    snapshots = [
+        e for e in rig.emulator.control.events(kind="snapshot.deleted") if "fb-web-01" in str(e)
+    ]
+    assert len(snapshots) == 2
+
+
+def test_a_restarted_process_server_resumes_its_sessions(rig: DataPlane) -> None:
+    rng = random.Random(11)
+    rig.add_vm("app-01", {"app-01-os": 4 * MIB})
+    rig.scribble("app-01-os", rng)
+    rig.start()
+    rig.start_session("app-01")
+    rig.wait_point("app-01", after=0)
+    rig.ps.stop()
+    rig.scribble("app-01-os", rng)
+    rig.ps.start()
+    rig.cycle_now("app-01")
+    status = rig.wait_point("app-01", after=1)
+    assert status["lastCycle"]["disks"][0]["mode"] == "Incremental"
+    rig.assert_converged("app-01")
+
+
+def test_bad_session_requests_are_refused_with_the_field_to_fix(rig: DataPlane) -> None:
+    rig.add_vm("db-01", {"db-01-os": 1 * MIB})
+    rig.start()
+    client = rig.ps.client
+    body = rig.session_body("db-01")
+    cases: list[tuple[str, dict[str, Any], int, str]] = [
+        ("/v1/sessions/dr/db-01", {**body, "subscriptionId": "x"}, 400, "subscriptionId"),
+        ("/v1/sessions/dr/db-01", {**body, "disks": []}, 400, "disks"),
+        (
+            "/v1/sessions/dr/db-01",
+            {**body, "masterTarget": {"endpoint": "http://x", "group": "db-01"}},
+            400,
+            "masterTarget.endpoint",
+        ),
+        ("/v1/sessions/dr/db-01", {**body, "intervalSeconds": "often"}, 400, "intervalSeconds"),
+        ("/v1/sessions/DR/db-01", body, 400, "path"),
+    ]
+    for path, payload, status, field_name in cases:
+        got, answer = client.request("PUT", path, payload)
+        assert got == status, (path, payload, answer)
+        assert answer["error"]["field"] == field_name
+    assert client.request("GET", "/v1/sessions/dr/nope")[1]["error"]["code"] == "unknown_session"
+    rig.start_session("db-01")
+    other = {**body, "disks": [{**body["disks"][0], "name": "other-disk"}]}
+    got, answer = client.request("PUT", "/v1/sessions/dr/db-01", other)
+    assert (got, answer["error"]["code"]) == (409, "session_conflict")
+    got, answer = client.request("PUT", "/v1/sessions/dr/db-02", body)
+    assert (got, answer["error"]["code"]) == (409, "group_in_use")
+    paused = client.ok("PUT", "/v1/sessions/dr/db-01", {**body, "paused": True})
+    assert paused["spec"]["paused"] is True
+    assert client.ok("DELETE", "/v1/sessions/dr/db-01")["deleted"] == "dr/db-01"
+    assert client.ok("GET", "/v1/sessions")["sessions"] == []
