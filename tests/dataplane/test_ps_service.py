@@ -7,7 +7,9 @@ control API, independently of the product) at each recovery point.
 
 from __future__ import annotations
 
+import base64
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,11 @@ def test_cycles_copy_every_disk_byte_exact_and_report_points(rig: DataPlane) -> 
     for disk in rig.vms["web-01"].disks:
         rig.scribble(disk, rng, writes=10)
     rig.start()
-    created = rig.start_session("web-01")
+    vm_id = (
+        f"/subscriptions/{rig.emulator.subscription_id}/resourceGroups/{rig.resource_group}"
+        "/providers/Microsoft.Compute/virtualMachines/web-01"
+    )
+    created = rig.start_session("web-01", vmId=vm_id)
     assert created["phase"] in ("Starting", "Checking", "Snapshotting", "Copying")
 
     first = rig.wait_point("web-01", after=0)
@@ -78,6 +84,8 @@ def test_cycles_copy_every_disk_byte_exact_and_report_points(rig: DataPlane) -> 
     health = rig.ps.client.ok("GET", "/v1/health")
     assert health["sessions"] == ["dr/web-01"]
     assert health["replication"][0]["session"] == "dr/web-01"
+    # R-PRE-13: the VM counts as registered once the PS read its disks (first snapshot).
+    assert [a["vmId"] for a in health["agents"]] == [vm_id]
     for name in ("cpuPercent", "memoryPercent", "cacheFreePercent"):
         assert 0 <= health[name] <= 100
 
@@ -136,3 +144,67 @@ def test_bad_session_requests_are_refused_with_the_field_to_fix(rig: DataPlane) 
     assert paused["spec"]["paused"] is True
     assert client.ok("DELETE", "/v1/sessions/dr/db-01")["deleted"] == "dr/db-01"
     assert client.ok("GET", "/v1/sessions")["sessions"] == []
+
+
+def test_a_stalled_master_target_keeps_the_ps_queue_bounded_and_rpo_grows(
+    rig: DataPlane,
+) -> None:
+    """Backpressure: the MT is SIGSTOPped mid-cycle (the slowest possible target disk). The
+    PS stops reading once its queue is full, so its memory stays flat while the disk holds
+    far more than the queue; health reports the queue and an RPO that keeps growing; after
+    SIGCONT the cycle finishes byte-exact. The emulator runs at real time here, so source
+    times and RPO are real."""
+    control = rig.emulator.control
+    control.set_time_scale(1.0)
+    control.set_limits(durations=dict.fromkeys(control.limits()["durations"], 0.05))
+    rig.ps_extra = ("--snapshot-rate", "1000/1s", "--batch-size", "1Mi", "--max-queue", "2Mi")
+    size = 96 * MIB
+    rig.add_vm("big-01", {"big-01-os": size})
+    chunk = 4 * MIB
+    rng = random.Random(3)
+    for at in range(0, size, chunk):
+        payload = base64.b64encode(rng.randbytes(chunk)).decode()
+        control.guest_writes(
+            rig.resource_group,
+            "big-01-os",
+            [{"offset": at, "data": payload}],
+            require_running=False,
+        )
+    rig.start()
+    rig.start_session("big-01")
+    rig.wait_point("big-01", after=0, timeout=120)
+    rss_idle = rig.ps.client.ok("GET", "/v1/health")["residentBytes"]
+
+    for at in range(0, size, chunk):  # rewrite everything: the next cycle moves 96 MiB
+        payload = base64.b64encode(rng.randbytes(chunk)).decode()
+        control.guest_writes(
+            rig.resource_group,
+            "big-01-os",
+            [{"offset": at, "data": payload}],
+            require_running=False,
+        )
+    rig.cycle_now("big-01")
+    deadline = time.monotonic() + 30
+    while rig.session("big-01")["phase"] != "Copying" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    rig.mt.pause()
+    try:
+        time.sleep(3)
+        first = rig.ps.client.ok("GET", "/v1/health")
+        sent_then = rig.session("big-01")["cycle"]["batchesSent"]
+        time.sleep(3)
+        second = rig.ps.client.ok("GET", "/v1/health")
+        stalled = rig.session("big-01")
+    finally:
+        rig.mt.resume()
+    assert stalled["phase"] == "Copying"
+    assert stalled["cycle"]["batchesSent"] == sent_then, "batches went through a stopped MT"
+    assert sent_then * MIB < size // 2, "the cycle was nearly done before the MT stopped"
+    for health in (first, second):
+        assert 0 < health["queueBytes"] <= 2 * MIB
+    # Memory: far less than the 96 MiB the cycle has to move.
+    assert second["residentBytes"] - rss_idle < 40 * MIB
+    rpo = [h["replication"][0]["rpoSeconds"] for h in (first, second)]
+    assert rpo[1] - rpo[0] >= 2.5
+    rig.wait_point("big-01", after=1, timeout=120)
+    rig.assert_converged("big-01")

@@ -224,10 +224,14 @@ class SessionState:
     open: OpenCycle | None = None
     resync: str | None = None
     """Why the next cycle must be a full resync (None: it need not)."""
+    registered: dt.datetime | None = None
+    """When this PS first read the VM's disks (its first snapshot): R-PRE-13's registration
+    in a product that reads through snapshots instead of an in-guest agent."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": 1,
+            "registered": format_time(self.registered) if self.registered else None,
             "namespace": self.spec.namespace,
             "name": self.spec.name,
             "spec": self.spec.to_dict(),
@@ -249,6 +253,7 @@ class SessionState:
             {k: DiskState.from_dict(v) for k, v in dict(data.get("disks") or {}).items()},
             OpenCycle.from_dict(raw_open) if raw_open else None,
             data.get("resync"),
+            parse_time(str(data["registered"])) if data.get("registered") else None,
         )
 
 

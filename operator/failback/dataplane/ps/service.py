@@ -47,6 +47,8 @@ class ProcessServerService:
         self.mt = MasterTargetClient(httpkit.client_context(config.cert, config.key, config.mt_ca))
         self.source_settings = SourceSettings(
             batch_bytes=config.batch_bytes,
+            # One read never makes an extent (and so a batch) larger than a batch.
+            read_chunk=min(4 << 20, config.batch_bytes),
             snapshots_per_window=config.snapshots_per_window,
             snapshot_window=config.snapshot_window,
             ca_file=config.blob_ca_file,
@@ -157,7 +159,11 @@ class ProcessServerService:
                     "error": self.control_plane_error,
                 },
                 "sessions": [s.spec.key for s in sessions],
-                "agents": [],
+                "agents": [
+                    {"vmId": s.spec.vm_id, "registered": format_time(s.state.registered)}
+                    for s in sessions
+                    if s.spec.vm_id and s.state.registered
+                ],
                 "rpoSourceTime": (
                     None
                     if not rpo_times or None in rpo_times

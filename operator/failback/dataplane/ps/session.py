@@ -308,6 +308,8 @@ class Session:
                 )
                 for c in cycle.cycles
             }
+            if self.state.registered is None:
+                self._persist(replace(self.state, registered=dt.datetime.now(dt.UTC)))
             if opened is None:
                 number = self.state.counter + 1
                 opened = OpenCycle(
@@ -406,8 +408,11 @@ class Session:
         )
 
     async def _stream(self, batches: Any, mt: GroupState) -> None:
-        depth = max(1, self.max_queue_bytes // max(1, self.source_settings.batch_bytes))
-        queue: asyncio.Queue[Queued | None] = asyncio.Queue(maxsize=depth)
+        """Read and encode in one task, send in another. Encoded batches waiting for (or
+        on their way to) the MT never hold more than ``max_queue_bytes``: when the MT is
+        slow the reader waits, so memory stays flat and RPO grows instead."""
+        queue: asyncio.Queue[Queued | None] = asyncio.Queue()
+        room = asyncio.Condition()
         skip_through = mt.last_durable_seq
 
         async def produce() -> None:
@@ -416,14 +421,19 @@ class Session:
                     self.progress.batches_skipped += 1
                     continue
                 item = await asyncio.to_thread(self._encode, batch)
-                self.queue_bytes += len(item.body)
+                size = len(item.body)
+                async with room:
+                    await room.wait_for(lambda n=size: self._fits(n))  # type: ignore[misc]
+                    self.queue_bytes += size
                 await queue.put(item)
             await queue.put(None)
 
         async def consume() -> None:
             while (item := await queue.get()) is not None:
                 await self._send(item)
-                self.queue_bytes -= len(item.body)
+                async with room:
+                    self.queue_bytes -= len(item.body)
+                    room.notify_all()
 
         producer = asyncio.create_task(produce())
         consumer = asyncio.create_task(consume())
@@ -437,6 +447,9 @@ class Session:
                 task.cancel()
             await asyncio.gather(producer, consumer, return_exceptions=True)
             self.queue_bytes = 0
+
+    def _fits(self, size: int) -> bool:
+        return self.queue_bytes == 0 or self.queue_bytes + size <= self.max_queue_bytes
 
     def _encode(self, batch: Batch) -> Queued:
         body = encode_batch(batch.seq, batch.extents)
