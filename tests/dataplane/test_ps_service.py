@@ -8,7 +8,10 @@ control API, independently of the product) at each recovery point.
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import random
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 from testbed.azure.process import AzureEmulator
 from testbed.dataplane import DataPlane
 from testbed.leaks import LeakGuard, guard_logs
+from testbed.pki import Pki
 
 pytestmark = pytest.mark.testbed
 
@@ -65,6 +69,7 @@ def test_cycles_copy_every_disk_byte_exact_and_report_points(rig: DataPlane) -> 
 
     first = rig.wait_point("web-01", after=0)
     rig.assert_converged("web-01")
+    at_first = {disk: rig.source_bytes(disk) for disk in rig.vms["web-01"].disks}
     assert {d["mode"] for d in first["lastCycle"]["disks"]} == {"Initial"}
 
     for disk in rig.vms["web-01"].disks:
@@ -89,11 +94,18 @@ def test_cycles_copy_every_disk_byte_exact_and_report_points(rig: DataPlane) -> 
     for name in ("cpuPercent", "memoryPercent", "cacheFreePercent"):
         assert 0 <= health[name] <= 100
 
-    # Only the base snapshots of the last cycle are left in Azure.
+    # The superseded snapshots of the first cycle were deleted; the second's are the base.
     snapshots = [
         e for e in rig.emulator.control.events(kind="snapshot.deleted") if "fb-web-01" in str(e)
     ]
     assert len(snapshots) == 2
+
+    # Failback to a chosen point: stop replicating, roll the group back to the first point.
+    deleted = rig.ps.client.ok("DELETE", "/v1/sessions/dr/web-01")
+    assert deleted["snapshotsLeft"] == []
+    rig.mt.client.ok("POST", "/v1/groups/web-01/rollback", {"pointId": first["lastPoint"]})
+    for disk, content in at_first.items():
+        assert rig.target_bytes(disk) == content, f"{disk} is not the first point's bytes"
 
 
 def test_a_restarted_process_server_resumes_its_sessions(rig: DataPlane) -> None:
@@ -208,3 +220,41 @@ def test_a_stalled_master_target_keeps_the_ps_queue_bounded_and_rpo_grows(
     assert rpo[1] - rpo[0] >= 2.5
     rig.wait_point("big-01", after=1, timeout=120)
     rig.assert_converged("big-01")
+
+
+def raw_request(
+    port: int, context: ssl.SSLContext, method: str, path: str, body: bytes, content_type: str
+) -> tuple[int, Any]:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": content_type})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_the_control_api_refuses_unauthenticated_clients_and_bad_bodies(rig: DataPlane) -> None:
+    rig.add_vm("tls-01", {"tls-01-os": 1 * MIB})
+    rig.start()
+    port = rig.ps.client.port
+    stranger = Pki(rig.root / "other-pki").client("intruder", "intruder")
+    for pair in (None, stranger):
+        context = ssl.create_default_context(cafile=str(rig.pki.ca_file))
+        if pair is not None:
+            context.load_cert_chain(pair.cert, pair.key)
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):  # during the handshake
+            raw_request(port, context, "GET", "/v1/health", b"", "application/json")
+
+    context = ssl.create_default_context(cafile=str(rig.pki.ca_file))
+    context.load_cert_chain(rig.operator_pair.cert, rig.operator_pair.key)
+    for body, content_type, status, code in (
+        (b"{not json", "application/json", 400, "bad_json"),
+        (b"[1, 2]", "application/json", 400, "bad_json"),
+        (b"{}", "text/plain", 415, "unsupported_media_type"),
+        (b"x" * (70 << 10), "application/json", 413, "body_too_large"),
+    ):
+        got = raw_request(port, context, "PUT", "/v1/sessions/dr/tls-01", body, content_type)
+        assert (got[0], got[1]["error"]["code"]) == (status, code), got
+    assert rig.ps.client.ok("GET", "/v1/sessions")["sessions"] == []
+    assert rig.ps.client.request("GET", "/v1/nothing")[0] == 404
