@@ -258,3 +258,34 @@ def test_the_control_api_refuses_unauthenticated_clients_and_bad_bodies(rig: Dat
         assert (got[0], got[1]["error"]["code"]) == (status, code), got
     assert rig.ps.client.ok("GET", "/v1/sessions")["sessions"] == []
     assert rig.ps.client.request("GET", "/v1/nothing")[0] == 404
+
+
+async def test_the_operators_health_client_reads_the_real_service(rig: DataPlane) -> None:
+    """The contract of docs/processserver-api.md, from both ends: the operator's own client
+    (``adapters.processserver.HealthClient``) parses what the real service answers."""
+    from failback.adapters.processserver.client import HealthClient
+    from failback.ports.tls import TLSMaterial
+
+    rig.ps_extra = (*rig.ps_extra, "--control-plane", f"127.0.0.1:{rig.mt.client.port}")
+    rig.add_vm("api-01", {"api-01-os": 1 * MIB})
+    rig.start()
+    vm_id = "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/API-01"
+    rig.start_session("api-01", vmId=vm_id)
+    rig.wait_point("api-01", after=0)
+    tls = TLSMaterial(
+        rig.operator_pair.cert.read_text(),
+        rig.operator_pair.key.read_text(),
+        rig.pki.ca_file.read_text(),
+    )
+    client = HealthClient(timeout=5)
+    try:
+        probe = await client.probe(f"https://127.0.0.1:{rig.ps.client.port}", tls)
+    finally:
+        await client.close()
+    assert probe.failure is None, probe
+    report = probe.report
+    assert report is not None
+    assert report.sessions == ("dr/api-01",)
+    assert report.registered_agents == (vm_id.lower(),)
+    assert report.control_plane_reachable is True
+    assert report.control_plane_error is None
