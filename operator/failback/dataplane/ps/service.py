@@ -25,6 +25,7 @@ from failback.dataplane.ps.model import SessionState, SpecError, parse_spec
 from failback.dataplane.ps.mtclient import MasterTargetClient
 from failback.dataplane.ps.session import ComputeFactory, Session
 from failback.dataplane.ps.store import StateCorrupt, StateStore
+from failback.dataplane.ps.target import MasterTargetGroup
 from failback.dataplane.source_azure import SourceSettings
 
 LOGGER = "failback.ps"
@@ -67,10 +68,14 @@ class ProcessServerService:
             state,
             store=self.store,
             compute_for=self.compute_for,
-            mt=self.mt,
+            target=MasterTargetGroup(
+                self.mt,
+                state.spec.mt_endpoint,
+                state.spec.mt_group,
+                self.config.compression_level,
+            ),
             source_settings=self.source_settings,
             max_queue_bytes=self.config.max_queue_bytes,
-            compression_level=self.config.compression_level,
             log=self.log,
         )
 

@@ -35,8 +35,6 @@ from typing import Any
 
 from failback.api import format_time
 from failback.dataplane import logs
-from failback.dataplane.journal import Batch
-from failback.dataplane.mt.wire import encode_batch, encode_body
 from failback.dataplane.ps.model import (
     CycleSnapshot,
     OpenCycle,
@@ -44,13 +42,14 @@ from failback.dataplane.ps.model import (
     SessionState,
     point_id,
 )
-from failback.dataplane.ps.mtclient import (
-    GroupState,
-    MasterTargetClient,
-    MasterTargetRefused,
-    MasterTargetUnreachable,
-)
 from failback.dataplane.ps.store import StateStore
+from failback.dataplane.ps.target import (
+    Position,
+    Prepared,
+    Target,
+    TargetRefused,
+    TargetUnreachable,
+)
 from failback.dataplane.source_azure import (
     BaseSnapshot,
     DiskGroupSource,
@@ -118,14 +117,6 @@ class Counters:
         return int(sum(b for t, b in self.recent if t >= now - 60) / 60)
 
 
-@dataclass
-class Queued:
-    seq: int
-    body: bytes
-    encoding: str | None
-    raw_bytes: int
-
-
 class Session:
     def __init__(
         self,
@@ -133,19 +124,17 @@ class Session:
         *,
         store: StateStore,
         compute_for: ComputeFactory,
-        mt: MasterTargetClient,
+        target: Target,
         source_settings: SourceSettings,
         max_queue_bytes: int,
-        compression_level: int,
         log: logging.Logger,
     ) -> None:
         self.state = state
         self.store = store
         self.compute_for = compute_for
-        self.mt = mt
+        self.target = target
         self.source_settings = source_settings
         self.max_queue_bytes = max_queue_bytes
-        self.compression_level = compression_level
         self.log = log
         self.phase = "Starting"
         self.progress = Progress()
@@ -234,13 +223,13 @@ class Session:
         if isinstance(exc, AzureRetryable):
             delay = max(delay, float(exc.delay))
             code = "AzureThrottled" if "throttl" in type(exc).__name__.lower() else "AzureRetry"
-        elif isinstance(exc, MasterTargetUnreachable):
-            code = "MasterTargetUnreachable"
-        elif isinstance(exc, MasterTargetRefused):
+        elif isinstance(exc, TargetUnreachable):
+            code = "TargetUnreachable"
+        elif isinstance(exc, TargetRefused):
             code = {
                 "retention_volume_full": "RetentionVolumeFull",
                 "sequence_gap": "SequenceGap",
-            }.get(exc.code, "MasterTargetRefused")
+            }.get(exc.code, "TargetRefused")
             if exc.code == "retention_volume_full":
                 delay = max(delay, RETRY_CAP)
         elif isinstance(exc, CycleAbandoned):
@@ -274,11 +263,10 @@ class Session:
 
     async def _cycle(self) -> None:
         spec = self.spec
-        endpoint, group_name = spec.mt_endpoint, spec.mt_group
         self.phase = "Checking"
-        mt = await self.mt.group(endpoint, group_name)
+        mt = await self.target.position()
         if mt.released:
-            raise SessionStopped(f"group {group_name} was released on {endpoint}")
+            raise SessionStopped(f"{self.target.name} was released (failback)")
         compute = await self.compute_for(spec.subscription_id)
         sources = [
             ManagedDiskSource(
@@ -297,7 +285,7 @@ class Session:
             return
         await self._reconcile_target(mt)
         opened = self.state.open
-        mt = await self.mt.group(endpoint, group_name)
+        mt = await self.target.position()
         group = DiskGroupSource(sources)
         self.phase = "Snapshotting"
         resync = opened.resync if opened is not None else self.state.resync
@@ -339,9 +327,10 @@ class Session:
                 modes={c.source.disk_name: str(c.mode) for c in cycle.cycles},
             )
             self.phase = "Copying"
-            await self._stream(cycle.batches(opened.first_seq, self.source_settings), mt)
+            async with self.target.cycle():
+                await self._stream(cycle.batches(opened.first_seq, self.source_settings), mt)
         self.phase = "Committing"
-        answer = await self._commit(opened)
+        await self._commit(opened)
         self.last_cycle = {
             "number": opened.number,
             "disks": [
@@ -368,35 +357,35 @@ class Session:
             session=self.spec.key,
             point=opened.point_id,
             sourceTime=format_time(opened.source_time),
-            lastSeq=answer.get("point", {}).get("lastSeq"),
             batches=self.progress.batches_sent,
             skipped=self.progress.batches_skipped,
         )
         await self._settle(sources, opened)
 
-    async def _reconcile_target(self, mt: GroupState) -> None:
-        """Make sure the MT is where this session left it; if not, plan a full resync."""
+    async def _reconcile_target(self, mt: Position) -> None:
+        """Make sure the target is where this session left it; if not, plan a full
+        resync."""
         opened = self.state.open
         expected = self.state.last_point
         reason = None
         if mt.newest_point != expected:
             reason = (
-                f"the master target's newest point is {mt.newest_point or 'none'}, this "
+                f"the target's newest point is {mt.newest_point or 'none'}, this "
                 f"session last committed {expected or 'none'}: full resync"
             )
         elif opened is not None and mt.last_durable_seq < opened.first_seq - 1:
             reason = (
-                f"the master target holds batches up to {mt.last_durable_seq}, cycle "
+                f"the target holds batches up to {mt.last_durable_seq}, cycle "
                 f"{opened.number} started at {opened.first_seq}: full resync"
             )
         elif opened is None and mt.cycle_open:
-            reason = "the master target holds batches no cycle of this session recorded"
+            reason = "the target holds batches no cycle of this session recorded"
         if reason is None:
             return
         logs.event(self.log, logging.WARNING, "target diverged", session=self.spec.key, why=reason)
         if mt.cycle_open and mt.newest_point is not None:
-            await self.mt.rollback(self.spec.mt_endpoint, self.spec.mt_group, mt.newest_point)
-        # Not a first copy into zeroed disks unless the MT never got anything.
+            await self.target.rollback(mt.newest_point)
+        # Not a first copy into zeroed disks unless the target never got anything.
         needs_resync = mt.newest_point is not None or mt.last_durable_seq > 0
         self._persist(
             replace(
@@ -407,11 +396,11 @@ class Session:
             )
         )
 
-    async def _stream(self, batches: Any, mt: GroupState) -> None:
+    async def _stream(self, batches: Any, mt: Position) -> None:
         """Read and encode in one task, send in another. Encoded batches waiting for (or
         on their way to) the MT never hold more than ``max_queue_bytes``: when the MT is
         slow the reader waits, so memory stays flat and RPO grows instead."""
-        queue: asyncio.Queue[Queued | None] = asyncio.Queue()
+        queue: asyncio.Queue[Prepared | None] = asyncio.Queue()
         room = asyncio.Condition()
         skip_through = mt.last_durable_seq
 
@@ -420,8 +409,8 @@ class Session:
                 if batch.seq <= skip_through:
                     self.progress.batches_skipped += 1
                     continue
-                item = await asyncio.to_thread(self._encode, batch)
-                size = len(item.body)
+                item = await asyncio.to_thread(self.target.prepare, batch)
+                size = item.size
                 async with room:
                     await room.wait_for(lambda n=size: self._fits(n))  # type: ignore[misc]
                     self.queue_bytes += size
@@ -432,7 +421,7 @@ class Session:
             while (item := await queue.get()) is not None:
                 await self._send(item)
                 async with room:
-                    self.queue_bytes -= len(item.body)
+                    self.queue_bytes -= item.size
                     room.notify_all()
 
         producer = asyncio.create_task(produce())
@@ -451,32 +440,21 @@ class Session:
     def _fits(self, size: int) -> bool:
         return self.queue_bytes == 0 or self.queue_bytes + size <= self.max_queue_bytes
 
-    def _encode(self, batch: Batch) -> Queued:
-        body = encode_batch(batch.seq, batch.extents)
-        raw = sum(e.length for e in batch.extents if e.data is not None)
-        if self.compression_level > 0:
-            wire, encoding = encode_body(body, self.compression_level)
-            return Queued(batch.seq, wire, encoding, raw)
-        return Queued(batch.seq, body, None, raw)
-
-    async def _send(self, item: Queued) -> None:
-        spec = self.spec
+    async def _send(self, item: Prepared) -> None:
         damaged = 0
         failures = 0
         while True:
             try:
-                answer = await self.mt.send_batch(
-                    spec.mt_endpoint, spec.mt_group, item.body, item.encoding
-                )
-            except MasterTargetUnreachable as exc:
+                applied = await self.target.send(item)
+            except TargetUnreachable as exc:
                 failures += 1
-                self._error("MasterTargetUnreachable", str(exc), seq=item.seq)
+                self._error("TargetUnreachable", str(exc), seq=item.seq)
                 await asyncio.sleep(backoff(failures))
                 continue
-            except MasterTargetRefused as exc:
+            except TargetRefused as exc:
                 if exc.code == "group_released":
                     raise SessionStopped(str(exc)) from exc
-                if exc.code in ("checksum_mismatch", "malformed_frame"):
+                if exc.code in ("checksum_mismatch", "malformed_frame", "bad_compression"):
                     damaged += 1
                     if damaged < SEND_ATTEMPTS_ON_DAMAGE:
                         self.counters.resends += 1
@@ -487,34 +465,32 @@ class Session:
                     continue
                 raise
             break
-        if answer.get("applied") is False:
-            # The MT had made it durable before a crash cut its answer: a resend (harmless).
+        if not applied:
+            # The target had made it durable before a crash cut its answer: a resend.
             self.counters.resends += 1
             logs.event(
-                self.log, logging.INFO, "batch was already durable", session=spec.key, seq=item.seq
+                self.log,
+                logging.INFO,
+                "batch was already durable",
+                session=self.spec.key,
+                seq=item.seq,
             )
         self.progress.batches_sent += 1
         self.progress.bytes_sent += item.raw_bytes
-        self.progress.wire_bytes += len(item.body)
-        self.counters.sent(item.raw_bytes, len(item.body))
-        if self.last_error and self.last_error["code"] == "MasterTargetUnreachable":
+        self.progress.wire_bytes += item.size
+        self.counters.sent(item.raw_bytes, item.size)
+        if self.last_error and self.last_error["code"] == "TargetUnreachable":
             self.last_error = None
 
-    async def _commit(self, opened: OpenCycle) -> dict[str, Any]:
-        spec = self.spec
+    async def _commit(self, opened: OpenCycle) -> None:
         failures = 0
         while True:
             try:
-                return await self.mt.commit(
-                    spec.mt_endpoint,
-                    spec.mt_group,
-                    opened.point_id,
-                    opened.source_time,
-                    app_consistent=False,
-                )
-            except MasterTargetUnreachable as exc:
+                await self.target.commit(opened.point_id, opened.source_time, False)
+                return
+            except TargetUnreachable as exc:
                 failures += 1
-                self._error("MasterTargetUnreachable", str(exc), point=opened.point_id)
+                self._error("TargetUnreachable", str(exc), point=opened.point_id)
                 await asyncio.sleep(backoff(failures))
 
     async def _settle(self, sources: list[ManagedDiskSource], opened: OpenCycle) -> None:
@@ -559,10 +535,9 @@ class Session:
             "cyclesCompleted": self.counters.cycles,
             "lastPoint": self.state.last_point,
             "rpoSourceTime": format_time(rpo_time) if rpo_time else None,
-            # A source clock ahead of ours (skew) reads as 0, never as a negative RPO.
-            "rpoSeconds": (
-                round(max(0.0, (now - rpo_time).total_seconds()), 3) if rpo_time else None
-            ),
+            # Negative when the source's clock is ahead of ours: reported as is (check NTP),
+            # so RPO still grows visibly while replication is stuck.
+            "rpoSeconds": round((now - rpo_time).total_seconds(), 3) if rpo_time else None,
             "resyncPending": self.state.resync,
             "cycle": (
                 {
