@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TESTBED := PYTHONPATH=hack $(PY) -m testbed
 
-.PHONY: help demo test venv testbed lint types layers unit pytest down clean
+.PHONY: help demo test venv testbed lint types layers unit pytest down clean bench-dataplane soak-dataplane soak-journal
 
 help:
 	@echo "make demo     bring up the embedded test bed and show how to use it"
@@ -45,6 +45,17 @@ pytest: $(STAMP) testbed
 	$(VENV)/bin/pytest
 
 test: lint types layers pytest
+
+## Benchmarks (docs/performance.md): not part of make test.
+bench-dataplane: $(STAMP) testbed
+	PYTHONPATH=hack $(PY) hack/bench/dataplane.py
+
+## Soaks: hundreds of SIGKILLs; long, not part of make test.
+soak-dataplane: $(STAMP) testbed
+	PYTHONPATH=hack $(PY) hack/soak/dataplane.py --kills 200
+
+soak-journal: $(STAMP)
+	PYTHONPATH=hack $(PY) hack/soak/journal_crash.py --kills 200
 
 demo: testbed
 	$(TESTBED) down >/dev/null

@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 
 from testbed.azure.process import start_azure_emulator
-from testbed.dataplane import CrashReport, DataPlane, DataPlaneError, kill_and_converge
+from testbed.dataplane import (
+    CrashReport,
+    DataPlane,
+    DataPlaneError,
+    fast_emulator,
+    kill_and_converge,
+)
 from testbed.pki import Pki
 
 MIB = 1 << 20
@@ -35,13 +41,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="soak-dataplane-") as tmp:
         root = Path(tmp)
         with start_azure_emulator(root / "azure", Pki(root / "pki")) as emulator:
-            control = emulator.control
-            control.set_time_scale(60.0)
-            control.set_limits(
-                durations=dict.fromkeys(control.limits()["durations"], 6.0),
-                poll_retry_after=0,
-                snapshots_per_window=100_000,
-            )
+            fast_emulator(emulator)
             rig = DataPlane(
                 root / "dp",
                 emulator,

@@ -271,9 +271,9 @@ def _process_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compression-level",
         type=int,
-        default=3,
+        default=1,
         metavar="N",
-        help="zstd level on the wire, 0 to send uncompressed (default: 3)",
+        help="zstd level on the wire, 0 to send uncompressed (default: 1)",
     )
     parser.add_argument(
         "--control-plane",

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from testbed.azure.process import AzureEmulator
-from testbed.dataplane import DataPlane, kill_and_converge
+from testbed.dataplane import DataPlane, fast_emulator, kill_and_converge
 from testbed.leaks import LeakGuard, guard_logs
 
-from .test_ps_service import MIB, fast_emulator
+from .test_ps_service import MIB
 
 pytestmark = pytest.mark.testbed
 

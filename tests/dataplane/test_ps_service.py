@@ -20,26 +20,13 @@ from typing import Any
 import pytest
 
 from testbed.azure.process import AzureEmulator
-from testbed.dataplane import DataPlane
+from testbed.dataplane import DataPlane, fast_emulator
 from testbed.leaks import LeakGuard, guard_logs
 from testbed.pki import Pki
 
 pytestmark = pytest.mark.testbed
 
-SCALE = 60.0
-FAST = 6.0
 MIB = 1 << 20
-
-
-def fast_emulator(emulator: AzureEmulator) -> None:
-    control = emulator.control
-    control.reset()
-    control.set_time_scale(SCALE)
-    control.set_limits(
-        durations=dict.fromkeys(control.limits()["durations"], FAST),
-        poll_retry_after=0,
-        snapshots_per_window=10_000,
-    )
 
 
 @pytest.fixture
@@ -93,11 +80,16 @@ def test_cycles_copy_every_disk_byte_exact_and_report_points(rig: DataPlane) -> 
     for name in ("cpuPercent", "memoryPercent", "cacheFreePercent"):
         assert 0 <= health[name] <= 100
 
-    # The superseded snapshots of the first cycle were deleted; the second's are the base.
-    snapshots = [
-        e for e in rig.emulator.control.events(kind="snapshot.deleted") if "fb-web-01" in str(e)
-    ]
-    assert len(snapshots) == 2
+    # The superseded snapshots of the first cycle are deleted (in the background, after the
+    # point); the second's are the base.
+    def deleted() -> int:
+        events = rig.emulator.control.events(kind="snapshot.deleted")
+        return len([e for e in events if "fb-web-01" in str(e)])
+
+    deadline = time.monotonic() + 30
+    while deleted() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert deleted() == 2
 
     # Failback to a chosen point: stop replicating, roll the group back to the first point.
     deleted = rig.ps.client.ok("DELETE", "/v1/sessions/dr/web-01")

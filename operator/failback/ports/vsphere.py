@@ -14,10 +14,14 @@ Errors (each carries the condition ``reason`` a service reports)::
     ├── PermissionDenied          NoPermission: the message names the privilege and object
     ├── NotFound                  a VM, host, datastore... that is not (or no longer) there
     └── VSphereFault              any other fault vCenter raised, with its message
+        ├── ChangedBlockTrackingUnavailable  QueryChangedDiskAreas is not there (vcsim) or
+        │                                    CBT is off for the disk
+        └── ChangeIdRejected      the changeId is not valid (any more): resync the disk
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,6 +54,16 @@ class NotFound(Permanent):
 class VSphereFault(Permanent):
     # Reported Unknown (the operator retries), with vCenter's own message.
     reason: str = Reason.VCENTER_UNREACHABLE
+
+
+class ChangedBlockTrackingUnavailable(VSphereFault):
+    """vCenter cannot answer ``QueryChangedDiskAreas`` for this disk: the method is not
+    implemented (vcsim), or changed block tracking is off for the VM or the disk."""
+
+
+class ChangeIdRejected(VSphereFault):
+    """The changeId asked about is not valid for the disk (CBT was reset, the disk was
+    replaced or reverted): the only safe answer is a full resync of the disk."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,80 @@ class NewVM:
     extra_config: Mapping[str, str] | None = None
 
 
+REPLICATION_SNAPSHOT = "failback-replication"
+"""The name of the snapshot a replication cycle reads through; any other is the user's."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One snapshot in a VM's snapshot tree."""
+
+    moref: str
+    name: str
+    description: str = ""
+    created: dt.datetime | None = None
+    quiesced: bool = False
+    parent: str | None = None
+    """The moref of the snapshot this one was taken on top of (None: a root)."""
+
+
+@dataclass(frozen=True)
+class SnapshotDisk:
+    """One virtual disk as a snapshot froze it (``snapshot.config.hardware.device``)."""
+
+    device_key: int
+    file_name: str
+    """The backing's ``[datastore] folder/name.vmdk`` holding the snapshot's image."""
+    uuid: str | None
+    """``backing.uuid`` (stable across snapshots: the disk's identity)."""
+    capacity_bytes: int
+    change_id: str | None
+    """``backing.changeId``: the CBT position of this image (None when CBT is off, and
+    always on vcsim)."""
+
+
+@dataclass(frozen=True)
+class ChangedArea:
+    """A byte range of a disk (``start``, ``length`` in bytes)."""
+
+    start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@dataclass(frozen=True)
+class DiskChangeInfo:
+    """One answer of ``QueryChangedDiskAreas``: it covers ``[start_offset, start_offset +
+    length)`` of the disk, the areas inside it changed since the changeId asked about."""
+
+    start_offset: int
+    length: int
+    areas: tuple[ChangedArea, ...]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a :class:`ChangedAreas` answers: the areas changed since a changeId (every
+    allocated area for ``"*"``), and the changeId of the image they were read from."""
+
+    areas: tuple[ChangedArea, ...]
+    change_id: str | None
+
+
+class ChangedAreas(Protocol):
+    """Where a vSphere source learns which areas of a disk changed (real CBT through
+    :meth:`VCenter.query_changed_areas`, or the test bed's sidecar files)."""
+
+    async def changed_areas(self, snapshot: str, disk: SnapshotDisk, since: str) -> Changes:
+        """The areas of ``disk`` (as snapshot ``snapshot`` froze it) changed since the
+        changeId ``since``; ``"*"``: every allocated area. Raises :class:`ChangeIdRejected`
+        when ``since`` is not valid for the disk."""
+        ...
+
+
 class VCenter(Protocol):
     """One vCenter, as one user (one cached session)."""
 
@@ -152,6 +240,39 @@ class VCenter(Protocol):
 
     async def detach_disks(self, instance_uuid: str, files: Sequence[str]) -> TaskState | None:
         """Detach the VMDKs (keeping the files); None when none of them is attached."""
+        ...
+
+    async def enable_change_tracking(self, instance_uuid: str) -> TaskState | None:
+        """Turn changed block tracking on for the VM; None when it is on already."""
+        ...
+
+    async def create_snapshot(
+        self, instance_uuid: str, name: str, *, description: str = "", quiesce: bool = False
+    ) -> TaskState | str:
+        """Start taking a snapshot without memory (the task's ``result`` is the snapshot's
+        moref); the moref of a snapshot with this name and description when the VM has one
+        already (a retry after a lost task)."""
+        ...
+
+    async def remove_snapshot(self, snapshot: str) -> TaskState | None:
+        """Start removing one snapshot (its children stay, consolidated); None when it is
+        gone already."""
+        ...
+
+    async def snapshots(self, instance_uuid: str) -> tuple[SnapshotInfo, ...]:
+        """Every snapshot in the VM's tree, parents before children."""
+        ...
+
+    async def snapshot_disks(self, snapshot: str) -> tuple[SnapshotDisk, ...]:
+        """The virtual disks of a snapshot, in device order."""
+        ...
+
+    async def query_changed_areas(
+        self, instance_uuid: str, snapshot: str, device_key: int, start_offset: int, change_id: str
+    ) -> DiskChangeInfo:
+        """One ``QueryChangedDiskAreas`` answer (the caller pages through ``start_offset``
+        until the disk's capacity is covered). Raises :class:`ChangedBlockTrackingUnavailable`
+        or :class:`ChangeIdRejected`."""
         ...
 
     async def task(self, moref: str) -> TaskState:

@@ -15,6 +15,11 @@ socket/HTTP errors, timeouts,          ``VCenterUnreachable`` (Retryable)
 any other fault                        ``VSphereFault`` with vCenter's message
 =====================================  =======================================
 
+``QueryChangedDiskAreas`` has its own (:func:`changed_areas_fault`): ``MethodNotFound``,
+``NotImplemented`` and ``NotSupported`` (vcsim; CBT off) become
+``ChangedBlockTrackingUnavailable``; ``InvalidArgument`` and ``FileFault`` (a changeId
+vCenter no longer knows) become ``ChangeIdRejected``.
+
 ``InvalidPowerState`` is not mapped: the power operations read the state first and treat
 "already in the wanted state" as success (see :func:`already_in_state`).
 """
@@ -30,6 +35,8 @@ from pyVmomi import vmodl as _vmodl
 
 from failback.errors import FailbackError, Retryable
 from failback.ports.vsphere import (
+    ChangedBlockTrackingUnavailable,
+    ChangeIdRejected,
     NotFound,
     PermissionDenied,
     TLSVerificationFailed,
@@ -107,3 +114,21 @@ def already_in_state(exc: BaseException, wanted: str) -> bool:
         isinstance(exc, vim.fault.InvalidPowerState)
         and getattr(exc, "existingState", None) == wanted
     )
+
+
+def changed_areas_fault(exc: BaseException, server: str, what: str) -> FailbackError | None:
+    """The port error for a fault of ``QueryChangedDiskAreas`` about ``what`` (a disk and
+    changeId), or None when it is no CBT fault (then :func:`translate` applies)."""
+    if isinstance(exc, vmodl.fault.MethodNotFound | vmodl.fault.NotImplemented):
+        return ChangedBlockTrackingUnavailable(
+            f"vCenter {server} does not implement QueryChangedDiskAreas ({what}): "
+            "use the sidecar changed-areas source on the test bed"
+        )
+    if isinstance(exc, vmodl.fault.NotSupported):
+        return ChangedBlockTrackingUnavailable(
+            f"vCenter {server}: changed block tracking is not available for {what} "
+            f"({message_of(exc)}); is CBT enabled on the VM?"
+        )
+    if isinstance(exc, vmodl.fault.InvalidArgument | vim.fault.FileFault):
+        return ChangeIdRejected(f"vCenter {server} rejected {what}: {message_of(exc)}")
+    return None

@@ -7,14 +7,25 @@ and a restart resumes waiting for *that* task instead of starting a second one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pyVmomi import vim as _vim
 from pyVmomi import vmodl as _vmodl
 
 from failback.adapters.vsphere import faults, inventory
-from failback.ports.vsphere import NewDisk, NewVM, NotFound, TaskState, VSphereFault
+from failback.ports.vsphere import (
+    ChangedArea,
+    DiskChangeInfo,
+    NewDisk,
+    NewVM,
+    NotFound,
+    SnapshotDisk,
+    SnapshotInfo,
+    TaskState,
+    VSphereFault,
+)
 
 # pyVmomi's stubs leave its data-object constructors untyped: the adapter handles its
 # objects as dynamic data and types what it returns (the domain's dataclasses).
@@ -322,3 +333,121 @@ def detach_disks(content: Any, instance_uuid: str, files: Sequence[str]) -> Task
     if not changes:
         return None
     return _task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes)))
+
+
+# ------------------------------------------------------------------ snapshots and CBT
+
+
+def enable_change_tracking(content: Any, instance_uuid: str) -> TaskState | None:
+    """Turn changed block tracking on; None when ``config.changeTrackingEnabled`` is set."""
+    vm = require_vm(content, instance_uuid)
+    if props(content, vm, ("config.changeTrackingEnabled",)).get("config.changeTrackingEnabled"):
+        return None
+    return _task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)))
+
+
+def _walk(trees: Iterable[Any], parent: str | None = None) -> Iterator[SnapshotInfo]:
+    for tree in trees:
+        created = tree.createTime
+        moref = str(tree.snapshot._moId)
+        yield SnapshotInfo(
+            moref=moref,
+            name=str(tree.name or ""),
+            description=str(tree.description or ""),
+            created=created.astimezone(dt.UTC) if created is not None else None,
+            quiesced=bool(tree.quiesced),
+            parent=parent,
+        )
+        yield from _walk(tree.childSnapshotList or (), moref)
+
+
+def vm_snapshots(content: Any, vm: Any) -> tuple[SnapshotInfo, ...]:
+    info = props(content, vm, ("snapshot",)).get("snapshot")
+    return tuple(_walk(info.rootSnapshotList or ())) if info is not None else ()
+
+
+def snapshots(content: Any, instance_uuid: str) -> tuple[SnapshotInfo, ...]:
+    """The VM's snapshot tree, parents first (one read of ``snapshot``)."""
+    return vm_snapshots(content, require_vm(content, instance_uuid))
+
+
+def create_snapshot(
+    content: Any, instance_uuid: str, name: str, description: str, quiesce: bool
+) -> TaskState | str:
+    """Start a snapshot without memory; the moref of one with this name and description
+    when the VM has it already."""
+    vm = require_vm(content, instance_uuid)
+    for snap in vm_snapshots(content, vm):
+        if snap.name == name and snap.description == description:
+            return snap.moref
+    return _task(
+        vm.CreateSnapshot_Task(name=name, description=description, memory=False, quiesce=quiesce)
+    )
+
+
+def _snapshot(content: Any, moref: str) -> Any:
+    return vim.vm.Snapshot(moref, stub_of(content))
+
+
+def remove_snapshot(content: Any, moref: str) -> TaskState | None:
+    """Start removing one snapshot (children kept); None when vCenter has it no more."""
+    try:
+        return _task(_snapshot(content, moref).RemoveSnapshot_Task(removeChildren=False))
+    except vmodl.fault.ManagedObjectNotFound as exc:
+        if getattr(exc.obj, "_moId", moref) != moref:
+            raise
+        return None
+
+
+def snapshot_disks(content: Any, moref: str) -> tuple[SnapshotDisk, ...]:
+    """The virtual disks as the snapshot froze them (one read of its ``config``)."""
+    config = props(content, _snapshot(content, moref), ("config",)).get("config")
+    if config is None:
+        raise NotFound(f"snapshot {moref} reports no configuration")
+    disks = []
+    for dev in config.hardware.device or ():
+        if not isinstance(dev, vim.vm.device.VirtualDisk):
+            continue
+        backing = dev.backing
+        capacity = dev.capacityInBytes or (dev.capacityInKB or 0) * 1024
+        disks.append(
+            SnapshotDisk(
+                device_key=int(dev.key),
+                file_name=str(getattr(backing, "fileName", "") or ""),
+                uuid=getattr(backing, "uuid", None) or None,
+                capacity_bytes=int(capacity),
+                change_id=getattr(backing, "changeId", None) or None,
+            )
+        )
+    return tuple(disks)
+
+
+def query_changed_areas(
+    content: Any,
+    instance_uuid: str,
+    snapshot: str,
+    device_key: int,
+    start_offset: int,
+    change_id: str,
+    server: str = "vCenter",
+) -> DiskChangeInfo:
+    """One ``QueryChangedDiskAreas`` answer for the disk ``device_key`` of ``snapshot``."""
+    vm = require_vm(content, instance_uuid)
+    try:
+        info = vm.QueryChangedDiskAreas(
+            snapshot=_snapshot(content, snapshot),
+            deviceKey=device_key,
+            startOffset=start_offset,
+            changeId=change_id,
+        )
+    except vmodl.MethodFault as exc:
+        what = f"disk {device_key} of snapshot {snapshot} since changeId {change_id!r}"
+        error = faults.changed_areas_fault(exc, server, what)
+        if error is None:
+            raise
+        raise error from exc
+    return DiskChangeInfo(
+        start_offset=int(info.startOffset),
+        length=int(info.length),
+        areas=tuple(ChangedArea(int(a.start), int(a.length)) for a in info.changedArea or ()),
+    )

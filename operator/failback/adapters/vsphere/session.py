@@ -32,7 +32,16 @@ from pyVmomi import vmodl as _vmodl
 from failback.adapters.vsphere import faults, inventory, operations, tls
 from failback.domain import vsphere as vs
 from failback.errors import FailbackError
-from failback.ports.vsphere import NewDisk, NewVM, TaskState, VCenter, VCenters
+from failback.ports.vsphere import (
+    DiskChangeInfo,
+    NewDisk,
+    NewVM,
+    SnapshotDisk,
+    SnapshotInfo,
+    TaskState,
+    VCenter,
+    VCenters,
+)
 
 # pyVmomi's stubs leave most of it untyped: handled as dynamic here.
 vim: Any = _vim
@@ -345,6 +354,34 @@ class Client:
 
     async def detach_disks(self, instance_uuid: str, files: Sequence[str]) -> TaskState | None:
         return await self._operation(lambda c: operations.detach_disks(c, instance_uuid, files))
+
+    async def enable_change_tracking(self, instance_uuid: str) -> TaskState | None:
+        return await self._operation(lambda c: operations.enable_change_tracking(c, instance_uuid))
+
+    async def create_snapshot(
+        self, instance_uuid: str, name: str, *, description: str = "", quiesce: bool = False
+    ) -> TaskState | str:
+        return await self._operation(
+            lambda c: operations.create_snapshot(c, instance_uuid, name, description, quiesce)
+        )
+
+    async def remove_snapshot(self, snapshot: str) -> TaskState | None:
+        return await self._operation(lambda c: operations.remove_snapshot(c, snapshot))
+
+    async def snapshots(self, instance_uuid: str) -> tuple[SnapshotInfo, ...]:
+        return await self.call(lambda c: operations.snapshots(c, instance_uuid))
+
+    async def snapshot_disks(self, snapshot: str) -> tuple[SnapshotDisk, ...]:
+        return await self.call(lambda c: operations.snapshot_disks(c, snapshot))
+
+    async def query_changed_areas(
+        self, instance_uuid: str, snapshot: str, device_key: int, start_offset: int, change_id: str
+    ) -> DiskChangeInfo:
+        return await self.call(
+            lambda c: operations.query_changed_areas(
+                c, instance_uuid, snapshot, device_key, start_offset, change_id, self.server
+            )
+        )
 
     async def task(self, moref: str) -> TaskState:
         return await self.call(lambda c: operations.task_state(c, moref))

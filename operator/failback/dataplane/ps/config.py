@@ -34,7 +34,7 @@ class ProcessServerConfig:
     max_queue_bytes: int = 64 << 20
     """Encoded batches waiting for the MT, per session: the bound of backpressure."""
     batch_bytes: int = 16 << 20
-    compression_level: int = 3
+    compression_level: int = 1
     """zstd level of batch bodies on the wire; 0 sends them uncompressed."""
     snapshots_per_window: int = 7
     snapshot_window: float = 300.0
@@ -81,7 +81,7 @@ def build_config(
     state_dir: str,
     max_queue: str = "64Mi",
     batch_size: str = "16Mi",
-    compression_level: int = 3,
+    compression_level: int = 1,
     snapshot_rate: str = "7/5m",
     control_plane: str | None = None,
     blob_ca_file: str | None = None,

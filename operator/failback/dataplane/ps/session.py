@@ -35,6 +35,7 @@ from typing import Any
 
 from failback.api import format_time
 from failback.dataplane import logs
+from failback.dataplane.journal import Batch
 from failback.dataplane.ps.model import (
     CycleSnapshot,
     OpenCycle,
@@ -64,6 +65,11 @@ ComputeFactory = Callable[[str], Awaitable[AzureCompute]]
 RETRY_BASE = 0.5
 RETRY_CAP = 30.0
 SEND_ATTEMPTS_ON_DAMAGE = 3
+
+
+def batch_weight(batch: Batch) -> int:
+    """What a batch holds in memory: its data, plus a little per extent."""
+    return sum((e.length if e.data is not None else 0) + 64 for e in batch.extents)
 
 
 def backoff(failures: int) -> float:
@@ -147,6 +153,7 @@ class Session:
         self.created = dt.datetime.now(dt.UTC)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._cleanup: asyncio.Task[None] | None = None
 
     @property
     def spec(self) -> SessionSpec:
@@ -158,6 +165,10 @@ class Session:
         self._task = asyncio.create_task(self._run(), name=f"session {self.spec.key}")
 
     async def stop(self) -> None:
+        if self._cleanup is not None and not self._cleanup.done():
+            self._cleanup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cleanup
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -397,44 +408,55 @@ class Session:
         )
 
     async def _stream(self, batches: Any, mt: Position) -> None:
-        """Read and encode in one task, send in another. Encoded batches waiting for (or
-        on their way to) the MT never hold more than ``max_queue_bytes``: when the MT is
-        slow the reader waits, so memory stays flat and RPO grows instead."""
-        queue: asyncio.Queue[Prepared | None] = asyncio.Queue()
+        """Three stages in three tasks, so reading, encoding (a worker thread: checksums are
+        done, compression here) and sending overlap:
+
+            read ──raw──► encode ──ready──► send
+
+        The data of batches read and not yet acknowledged never exceeds
+        ``max_queue_bytes`` (their encoded copies add at most as much again): when the
+        target is slow the reader waits, so memory stays flat and RPO grows instead."""
+        raw: asyncio.Queue[Batch | None] = asyncio.Queue()
+        ready: asyncio.Queue[tuple[Prepared, int] | None] = asyncio.Queue()
         room = asyncio.Condition()
         skip_through = mt.last_durable_seq
 
-        async def produce() -> None:
+        async def read() -> None:
             async for batch in batches:
                 if batch.seq <= skip_through:
                     self.progress.batches_skipped += 1
                     continue
-                item = await asyncio.to_thread(self.target.prepare, batch)
-                size = item.size
+                weight = batch_weight(batch)
                 async with room:
-                    await room.wait_for(lambda n=size: self._fits(n))  # type: ignore[misc]
-                    self.queue_bytes += size
-                await queue.put(item)
-            await queue.put(None)
+                    await room.wait_for(lambda n=weight: self._fits(n))  # type: ignore[misc]
+                    self.queue_bytes += weight
+                await raw.put(batch)
+            await raw.put(None)
 
-        async def consume() -> None:
-            while (item := await queue.get()) is not None:
+        async def encode() -> None:
+            while (batch := await raw.get()) is not None:
+                item = await asyncio.to_thread(self.target.prepare, batch)
+                await ready.put((item, batch_weight(batch)))
+            await ready.put(None)
+
+        async def send() -> None:
+            while (entry := await ready.get()) is not None:
+                item, weight = entry
                 await self._send(item)
                 async with room:
-                    self.queue_bytes -= item.size
+                    self.queue_bytes -= weight
                     room.notify_all()
 
-        producer = asyncio.create_task(produce())
-        consumer = asyncio.create_task(consume())
+        tasks = [asyncio.create_task(stage()) for stage in (read, encode, send)]
         try:
-            done, _ = await asyncio.wait({producer, consumer}, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()
-            await asyncio.gather(producer, consumer)
+            await asyncio.gather(*tasks)
         finally:
-            for task in (producer, consumer):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(producer, consumer, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.queue_bytes = 0
 
     def _fits(self, size: int) -> bool:
@@ -494,12 +516,15 @@ class Session:
                 await asyncio.sleep(backoff(failures))
 
     async def _settle(self, sources: list[ManagedDiskSource], opened: OpenCycle) -> None:
+        """The point is durable at the target: its snapshots become the bases (persisted
+        at once), and the superseded snapshots are deleted in the background, off the
+        path of the next cycle (a crash before that leaves them listed, deleted later)."""
         self.phase = "Settling"
         disks = dict(self.state.disks)
         for source in sources:
             snap = opened.snapshots[source.disk_name]
             base = BaseSnapshot(source.resource_group, snap.name, snap.size_bytes, snap.source_time)
-            disks[source.disk_name] = await source.settle(base, opened.number)
+            disks[source.disk_name] = source.advance(base, opened.number)
         self._persist(
             replace(
                 self.state,
@@ -512,6 +537,23 @@ class Session:
         )
         self.counters.cycles += 1
         self.last_point = {"id": opened.point_id, "sourceTime": format_time(opened.source_time)}
+        if self._cleanup is None or self._cleanup.done():
+            self._cleanup = asyncio.create_task(self._delete_superseded(sources))
+
+    async def _delete_superseded(self, sources: list[ManagedDiskSource]) -> None:
+        for source in sources:
+            before = set(source.state.superseded)
+            try:
+                left = set((await source.delete_superseded()).superseded)
+            except Exception as exc:  # tried again after the next cycle
+                self._error("CleanupFailed", f"{exc.__class__.__name__}: {exc}")
+                continue
+            current = self.state.disks.get(source.disk_name)
+            if current is None or not before - left:
+                continue
+            kept = tuple(n for n in current.superseded if n not in before - left)
+            disks = {**self.state.disks, source.disk_name: replace(current, superseded=kept)}
+            self._persist(replace(self.state, disks=disks))
 
     # ------------------------------------------------------------------ status
 

@@ -583,17 +583,28 @@ class ManagedDiskSource:
 
         cycle: DiskCycle | None = None
         try:
+            # Both grants at once: each is a long-running operation of its own.
             granted.append((self.resource_group, snapshot.name))
-            current = blob(await self._grant(snapshot.name), snapshot.name)
-            previous = None
-            if base is not None and mode is CycleMode.INCREMENTAL:
+            want_base = base is not None and mode is CycleMode.INCREMENTAL
+            if base is not None and want_base:
                 granted.append((base.resource_group, base.name))
-                try:
-                    previous = blob(await self._grant(base.name), base.name)
-                except AzureNotFound:
+            grants = await asyncio.gather(
+                *(self._grant(name) for _, name in granted), return_exceptions=True
+            )
+            if isinstance(grants[0], BaseException):
+                raise grants[0]
+            current = blob(grants[0], snapshot.name)
+            previous = None
+            if base is not None and want_base:
+                answer = grants[1]
+                if isinstance(answer, AzureNotFound):
                     granted.pop()
                     mode = CycleMode.FULL_RESYNC
                     reason = f"base snapshot {base.name} is gone: full resync"
+                elif isinstance(answer, BaseException):
+                    raise answer
+                else:
+                    previous = blob(answer, base.name)
             size = await current.size()
             if (
                 base is not None
@@ -623,11 +634,13 @@ class ManagedDiskSource:
             yield cycle
         finally:
             try:
-                for resource_group, name in reversed(granted):
-                    try:
-                        await self._revoke(resource_group, name)
-                    except Exception as err:  # never mask the cycle's own error
-                        log.warning("revoking read access to snapshot %s failed: %s", name, err)
+                revoked = await asyncio.gather(
+                    *(self._revoke(group, name) for group, name in granted),
+                    return_exceptions=True,
+                )
+                for (_, name), outcome in zip(granted, revoked, strict=True):
+                    if isinstance(outcome, Exception):  # never mask the cycle's own error
+                        log.warning("revoking read access to snapshot %s failed: %s", name, outcome)
             finally:
                 if cycle is not None:
                     cycle.closed = True
@@ -656,11 +669,22 @@ class ManagedDiskSource:
         base of the next cycle and delete the superseded snapshots. :meth:`complete` calls
         it; a process server that crashed after the sink committed calls it directly with
         what it persisted about the cycle. Idempotent."""
+        self.advance(base, number)
+        return await self.delete_superseded()
+
+    def advance(self, base: BaseSnapshot, number: int) -> DiskState:
+        """The state after cycle ``number`` on ``base``: the old base joins the superseded
+        snapshots (deleted by :meth:`delete_superseded`, which may run later). No I/O."""
         old = self.state.base
         superseded = list(self.state.superseded)
-        if old is not None and old.name != base.name:
+        if old is not None and old.name != base.name and old.name not in superseded:
             superseded.append(old.name)
         self.state = DiskState(base, number, tuple(superseded))
+        return self.state
+
+    async def delete_superseded(self) -> DiskState:
+        """Delete the superseded snapshots; one that cannot be deleted stays listed."""
+        superseded = self.state.superseded
         left = []
         for name in superseded:
             try:
