@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from failback.api import format_time, parse_time
-from failback.dataplane.source_azure import DiskState
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 """Kubernetes names: a session is keyed ``namespace/name`` of its ProtectedVM (or group)."""
@@ -156,38 +155,20 @@ def parse_spec(namespace: str, name: str, body: dict[str, Any]) -> SessionSpec:
 
 
 @dataclass(frozen=True)
-class CycleSnapshot:
-    """The snapshot one disk's open cycle reads (to resume it exactly, or to settle it)."""
-
-    name: str
-    size_bytes: int
-    source_time: dt.datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "sizeBytes": self.size_bytes,
-            "sourceTime": format_time(self.source_time),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CycleSnapshot:
-        return cls(str(data["name"]), int(data["sizeBytes"]), parse_time(str(data["sourceTime"])))
-
-
-@dataclass(frozen=True)
 class OpenCycle:
-    """A cycle whose batches may have reached the MT, but whose point is not settled here.
+    """A cycle whose batches may have reached the target, but whose point is not settled.
 
-    Persisted before the first batch is sent: after a crash the same snapshots give the
-    same batches, so the cycle resumes from the MT's ``lastDurableSeq + 1``."""
+    Persisted before the first batch is sent: after a crash the same snapshots (the
+    source's ``identity`` of the cycle) give the same batches, so the cycle resumes from
+    the target's ``lastDurableSeq + 1``."""
 
     number: int
     first_seq: int
     point_id: str
     source_time: dt.datetime
-    snapshots: dict[str, CycleSnapshot]
+    identity: dict[str, Any]
     resync: str | None = None
+    app_consistent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,8 +176,9 @@ class OpenCycle:
             "firstSeq": self.first_seq,
             "pointId": self.point_id,
             "sourceTime": format_time(self.source_time),
-            "snapshots": {k: v.to_dict() for k, v in self.snapshots.items()},
+            "identity": self.identity,
             "resync": self.resync,
+            "appConsistent": self.app_consistent,
         }
 
     @classmethod
@@ -206,8 +188,9 @@ class OpenCycle:
             int(data["firstSeq"]),
             str(data["pointId"]),
             parse_time(str(data["sourceTime"])),
-            {k: CycleSnapshot.from_dict(v) for k, v in dict(data["snapshots"]).items()},
+            dict(data["identity"]),
             data.get("resync"),
+            bool(data.get("appConsistent", False)),
         )
 
 
@@ -220,7 +203,10 @@ class SessionState:
     """Number of the last settled cycle."""
     last_point: str | None = None
     """The id of the last point this session committed and settled."""
-    disks: dict[str, DiskState] = field(default_factory=dict)
+    last_point_time: dt.datetime | None = None
+    """Its source time (RPO)."""
+    source: dict[str, Any] = field(default_factory=dict)
+    """The source's own state (bases, change ids): JSON it reads back (``.sources``)."""
     open: OpenCycle | None = None
     resync: str | None = None
     """Why the next cycle must be a full resync (None: it need not)."""
@@ -231,29 +217,35 @@ class SessionState:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": 1,
-            "registered": format_time(self.registered) if self.registered else None,
             "namespace": self.spec.namespace,
             "name": self.spec.name,
             "spec": self.spec.to_dict(),
             "counter": self.counter,
             "lastPoint": self.last_point,
-            "disks": {k: v.to_dict() for k, v in self.disks.items()},
+            "lastPointTime": format_time(self.last_point_time) if self.last_point_time else None,
+            "source": self.source,
             "open": self.open.to_dict() if self.open else None,
             "resync": self.resync,
+            "registered": format_time(self.registered) if self.registered else None,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionState:
         spec = parse_spec(str(data["namespace"]), str(data["name"]), dict(data["spec"]))
         raw_open = data.get("open")
+
+        def when(key: str) -> dt.datetime | None:
+            return parse_time(str(data[key])) if data.get(key) else None
+
         return cls(
             spec,
             int(data.get("counter", 0)),
             data.get("lastPoint"),
-            {k: DiskState.from_dict(v) for k, v in dict(data.get("disks") or {}).items()},
+            when("lastPointTime"),
+            dict(data.get("source") or {}),
             OpenCycle.from_dict(raw_open) if raw_open else None,
             data.get("resync"),
-            parse_time(str(data["registered"])) if data.get("registered") else None,
+            when("registered"),
         )
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -23,12 +24,17 @@ from failback.dataplane.ps import sysinfo
 from failback.dataplane.ps.config import ProcessServerConfig
 from failback.dataplane.ps.model import SessionState, SpecError, parse_spec
 from failback.dataplane.ps.mtclient import MasterTargetClient
-from failback.dataplane.ps.session import ComputeFactory, Session
+from failback.dataplane.ps.session import Session
+from failback.dataplane.ps.sources import AzureDisks, GroupSource
 from failback.dataplane.ps.store import StateCorrupt, StateStore
 from failback.dataplane.ps.target import MasterTargetGroup
 from failback.dataplane.source_azure import SourceSettings
+from failback.ports.azure import AzureCompute
 
 LOGGER = "failback.ps"
+
+ComputeFactory = Callable[[str], Awaitable[AzureCompute]]
+"""An Azure compute client for a subscription (the CLI builds it from its credentials)."""
 TICK = 1.0
 PROBE_EVERY = 30.0
 
@@ -63,18 +69,27 @@ class ProcessServerService:
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def _source_for(self, state: SessionState) -> GroupSource:
+        spec = state.spec
+        compute = await self.compute_for(spec.subscription_id)
+        return AzureDisks(
+            compute,
+            [(d.resource_group, d.name, d.target_disk_id) for d in spec.disks],
+            state.source,
+            self.source_settings,
+        )
+
     def _session(self, state: SessionState) -> Session:
         return Session(
             state,
             store=self.store,
-            compute_for=self.compute_for,
+            source_for=self._source_for,
             target=MasterTargetGroup(
                 self.mt,
                 state.spec.mt_endpoint,
                 state.spec.mt_group,
                 self.config.compression_level,
             ),
-            source_settings=self.source_settings,
             max_queue_bytes=self.config.max_queue_bytes,
             log=self.log,
         )
@@ -265,32 +280,17 @@ class ProcessServerService:
     async def _delete_snapshots(self, session: Session) -> list[str]:
         """Delete the replication snapshots the session made (best effort; the names of
         those that could not be deleted are answered, so nothing leaks silently)."""
-        state = session.state
-        names: dict[str, set[str]] = {}
-        by_disk = {d.name: d.resource_group for d in state.spec.disks}
-        for disk, disk_state in state.disks.items():
-            group = names.setdefault(by_disk.get(disk, ""), set())
-            if disk_state.base is not None:
-                group.add(disk_state.base.name)
-            group.update(disk_state.superseded)
-        if state.open is not None:
-            for disk, snap in state.open.snapshots.items():
-                names.setdefault(by_disk.get(disk, ""), set()).add(snap.name)
-        left: list[str] = []
         try:
-            compute = await self.compute_for(state.spec.subscription_id)
-        except Exception:
-            return sorted(n for group in names.values() for n in group)
-        for resource_group, snapshot_names in names.items():
-            for snapshot in sorted(snapshot_names):
-                try:
-                    await compute.wait(
-                        await compute.begin_snapshot_delete(resource_group, snapshot)
-                    )
-                except Exception as exc:
-                    if "NotFound" not in type(exc).__name__:
-                        left.append(snapshot)
-        return left
+            return await session.forget()
+        except Exception as exc:
+            logs.event(
+                self.log,
+                logging.WARNING,
+                "cleaning up the session's snapshots failed",
+                session=session.spec.key,
+                error=f"{exc.__class__.__name__}: {exc}",
+            )
+            return [f"(could not list: {exc.__class__.__name__})"]
 
     async def run_cycle(self, request: web.Request) -> web.Response:
         session = self._find(request)

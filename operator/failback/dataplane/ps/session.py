@@ -1,22 +1,23 @@
-"""One replication session: the cycles of one VM's (or replication group's) managed disks
-into one consistency group of a master target.
+"""One replication session: the cycles of one VM's (or replication group's) disks from a
+source (:mod:`.sources`: Azure managed disks, or a vSphere VM) into a target
+(:mod:`.target`: a master target's consistency group, or Azure replica disks).
 
 A cycle, and what makes it safe to crash anywhere in it::
 
-    1. ask the MT where the group is (lastDurableSeq, newest point)
-    2. a cycle persisted as open whose point the MT holds: it committed before a crash,
-       settle it (new base snapshots) and stop here
-    3. the MT is not where this session left it (another point, batches nobody recorded,
-       a new journal): roll the MT back to its newest point and make this cycle a full
-       resync, so the disks converge whatever they hold
-    4. snapshot every disk together (a resumed cycle reuses its snapshots: same names,
-       checked by creation time), persist the cycle as open *before* any batch is sent
-    5. read, batch, encode and compress in one task, send in another: a bounded queue
-       between them keeps memory flat when the MT is slow (backpressure); batches the MT
-       already made durable are read again but not sent (a resume resends at most the one
-       batch that was in flight)
-    6. commit the recovery point (a resend is harmless), then settle: the snapshots become
-       the next base, the superseded ones are deleted, the state is persisted
+    1. ask the target where it is (lastDurableSeq, newest point)
+    2. a cycle persisted as open whose point the target holds: it committed before a
+       crash, settle it (new source bases) and stop here
+    3. the target is not where this session left it (another point, batches nobody
+       recorded, a new journal): roll it back to its newest point and make this cycle a
+       full resync, so the disks converge whatever they hold
+    4. snapshot every disk together (a resumed cycle reuses its snapshots, checked by
+       identity; if they are gone, the target is rolled back to the last point and a new
+       cycle starts), persist the cycle as open *before* any batch is sent
+    5. read, encode and send in three tasks: a byte budget between them keeps memory flat
+       when the target is slow (backpressure); batches the target already made durable are
+       read again but not sent (a resume resends at most the one batch in flight)
+    6. commit the recovery point (a resend is harmless), then settle: the source's new
+       state is persisted, superseded snapshots are deleted in the background
 
 Errors never end the session: it records them (``lastError``) and tries again after a
 delay (Azure's Retry-After when there is one).
@@ -36,13 +37,8 @@ from typing import Any
 from failback.api import format_time
 from failback.dataplane import logs
 from failback.dataplane.journal import Batch
-from failback.dataplane.ps.model import (
-    CycleSnapshot,
-    OpenCycle,
-    SessionSpec,
-    SessionState,
-    point_id,
-)
+from failback.dataplane.ps.model import OpenCycle, SessionSpec, SessionState, point_id
+from failback.dataplane.ps.sources import GroupSource
 from failback.dataplane.ps.store import StateStore
 from failback.dataplane.ps.target import (
     Position,
@@ -51,16 +47,11 @@ from failback.dataplane.ps.target import (
     TargetRefused,
     TargetUnreachable,
 )
-from failback.dataplane.source_azure import (
-    BaseSnapshot,
-    DiskGroupSource,
-    ManagedDiskSource,
-    SourceSettings,
-)
 from failback.errors import Permanent, Retryable
-from failback.ports.azure import AzureCompute, AzureRetryable
+from failback.ports.azure import AzureRetryable
 
-ComputeFactory = Callable[[str], Awaitable[AzureCompute]]
+SourceFactory = Callable[[SessionState], Awaitable[GroupSource]]
+"""Builds the session's source from its spec and persisted source state."""
 
 RETRY_BASE = 0.5
 RETRY_CAP = 30.0
@@ -129,17 +120,15 @@ class Session:
         state: SessionState,
         *,
         store: StateStore,
-        compute_for: ComputeFactory,
+        source_for: SourceFactory,
         target: Target,
-        source_settings: SourceSettings,
         max_queue_bytes: int,
         log: logging.Logger,
     ) -> None:
         self.state = state
         self.store = store
-        self.compute_for = compute_for
+        self.source_for = source_for
         self.target = target
-        self.source_settings = source_settings
         self.max_queue_bytes = max_queue_bytes
         self.log = log
         self.phase = "Starting"
@@ -154,6 +143,7 @@ class Session:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cleanup: asyncio.Task[None] | None = None
+        self._source: GroupSource | None = None
 
     @property
     def spec(self) -> SessionSpec:
@@ -273,89 +263,57 @@ class Session:
     # ------------------------------------------------------------------ one cycle
 
     async def _cycle(self) -> None:
-        spec = self.spec
         self.phase = "Checking"
-        mt = await self.target.position()
-        if mt.released:
+        position = await self.target.position()
+        if position.released:
             raise SessionStopped(f"{self.target.name} was released (failback)")
-        compute = await self.compute_for(spec.subscription_id)
-        sources = [
-            ManagedDiskSource(
-                compute,
-                d.resource_group,
-                d.name,
-                disk_id=d.target_disk_id,
-                state=self.state.disks.get(d.name),
-                settings=self.source_settings,
-            )
-            for d in spec.disks
-        ]
+        source = await self.source_for(self.state)
+        self._source = source
         opened = self.state.open
-        if opened is not None and mt.newest_point == opened.point_id:
-            await self._settle(sources, opened)
+        if opened is not None and position.newest_point == opened.point_id:
+            self._settle(source, opened)
             return
-        await self._reconcile_target(mt)
+        await self._reconcile_target(position)
         opened = self.state.open
-        mt = await self.target.position()
-        group = DiskGroupSource(sources)
+        position = await self.target.position()
         self.phase = "Snapshotting"
         resync = opened.resync if opened is not None else self.state.resync
-        async with group.open_cycle(resync=resync) as cycle:
-            snapshots = {
-                c.source.disk_name: CycleSnapshot(
-                    c.snapshot.name, c.report.size_bytes, c.source_time
-                )
-                for c in cycle.cycles
-            }
+        async with source.open_cycle(resync) as cycle:
             if self.state.registered is None:
                 self._persist(replace(self.state, registered=dt.datetime.now(dt.UTC)))
+            if opened is not None and opened.identity != cycle.identity:
+                await self._abandon(opened, position)
+                raise CycleAbandoned(
+                    f"cycle {opened.number} cannot resume: what it read is gone "
+                    f"({source.name}); a new cycle starts from the last point"
+                )
             if opened is None:
                 number = self.state.counter + 1
                 opened = OpenCycle(
                     number,
-                    mt.last_durable_seq + 1,
+                    position.last_durable_seq + 1,
                     point_id(number),
                     cycle.source_time,
-                    snapshots,
+                    cycle.identity,
                     resync,
+                    cycle.app_consistent,
                 )
                 self._persist(replace(self.state, open=opened))
-            elif opened.snapshots != snapshots:
-                self._persist(
-                    replace(
-                        self.state,
-                        open=None,
-                        resync=f"the snapshots of cycle {opened.number} changed while it was "
-                        "interrupted: full resync",
-                    )
-                )
-                raise CycleAbandoned(f"cycle {opened.number}: its snapshots changed")
             self.progress = Progress(
                 number=opened.number,
                 first_seq=opened.first_seq,
-                skip_through=mt.last_durable_seq,
+                skip_through=position.last_durable_seq,
                 started=time.monotonic(),
-                modes={c.source.disk_name: str(c.mode) for c in cycle.cycles},
+                modes=cycle.modes,
             )
             self.phase = "Copying"
             async with self.target.cycle():
-                await self._stream(cycle.batches(opened.first_seq, self.source_settings), mt)
+                await self._stream(cycle.batches(opened.first_seq), position)
         self.phase = "Committing"
         await self._commit(opened)
         self.last_cycle = {
             "number": opened.number,
-            "disks": [
-                {
-                    "name": r.disk,
-                    "snapshot": r.snapshot,
-                    "mode": str(r.mode),
-                    "reason": r.reason,
-                    "bytesChanged": r.bytes_changed,
-                    "bytesCleared": r.bytes_cleared,
-                    "bytesRead": r.bytes_read,
-                }
-                for r in cycle.reports
-            ],
+            "disks": cycle.reports(),
             "batchesSent": self.progress.batches_sent,
             "batchesSkipped": self.progress.batches_skipped,
             "wireBytes": self.progress.wire_bytes,
@@ -368,10 +326,28 @@ class Session:
             session=self.spec.key,
             point=opened.point_id,
             sourceTime=format_time(opened.source_time),
+            appConsistent=opened.app_consistent,
             batches=self.progress.batches_sent,
             skipped=self.progress.batches_skipped,
         )
-        await self._settle(sources, opened)
+        self._settle(source, opened)
+
+    async def _abandon(self, opened: OpenCycle, position: Position) -> None:
+        """An open cycle whose snapshots are gone: bring the target back to the last point
+        this session settled and start over from there (a full resync if there is none)."""
+        last = self.state.last_point
+        if last is not None and position.newest_point == last:
+            await self.target.rollback(last)
+            self._persist(replace(self.state, open=None))
+            return
+        self._persist(
+            replace(
+                self.state,
+                open=None,
+                resync=f"cycle {opened.number} was interrupted and its snapshots are gone, "
+                "with no point to roll the target back to: full resync",
+            )
+        )
 
     async def _reconcile_target(self, mt: Position) -> None:
         """Make sure the target is where this session left it; if not, plan a full
@@ -403,6 +379,7 @@ class Session:
                 self.state,
                 open=None,
                 last_point=mt.newest_point,
+                last_point_time=None,
                 resync=reason if needs_resync else None,
             )
         )
@@ -508,29 +485,25 @@ class Session:
         failures = 0
         while True:
             try:
-                await self.target.commit(opened.point_id, opened.source_time, False)
+                await self.target.commit(opened.point_id, opened.source_time, opened.app_consistent)
                 return
             except TargetUnreachable as exc:
                 failures += 1
                 self._error("TargetUnreachable", str(exc), point=opened.point_id)
                 await asyncio.sleep(backoff(failures))
 
-    async def _settle(self, sources: list[ManagedDiskSource], opened: OpenCycle) -> None:
-        """The point is durable at the target: its snapshots become the bases (persisted
-        at once), and the superseded snapshots are deleted in the background, off the
-        path of the next cycle (a crash before that leaves them listed, deleted later)."""
+    def _settle(self, source: GroupSource, opened: OpenCycle) -> None:
+        """The point is durable at the target: the source's new state is persisted at once;
+        its slow housekeeping (deleting superseded snapshots) runs in the background, off
+        the path of the next cycle (after a crash it is done after a later cycle)."""
         self.phase = "Settling"
-        disks = dict(self.state.disks)
-        for source in sources:
-            snap = opened.snapshots[source.disk_name]
-            base = BaseSnapshot(source.resource_group, snap.name, snap.size_bytes, snap.source_time)
-            disks[source.disk_name] = source.advance(base, opened.number)
         self._persist(
             replace(
                 self.state,
                 counter=opened.number,
                 last_point=opened.point_id,
-                disks=disks,
+                last_point_time=opened.source_time,
+                source=source.settle(opened.identity, opened.number),
                 open=None,
                 resync=None,
             )
@@ -538,32 +511,24 @@ class Session:
         self.counters.cycles += 1
         self.last_point = {"id": opened.point_id, "sourceTime": format_time(opened.source_time)}
         if self._cleanup is None or self._cleanup.done():
-            self._cleanup = asyncio.create_task(self._delete_superseded(sources))
+            self._cleanup = asyncio.create_task(self._housekeeping(source))
 
-    async def _delete_superseded(self, sources: list[ManagedDiskSource]) -> None:
-        for source in sources:
-            before = set(source.state.superseded)
-            try:
-                left = set((await source.delete_superseded()).superseded)
-            except Exception as exc:  # tried again after the next cycle
-                self._error("CleanupFailed", f"{exc.__class__.__name__}: {exc}")
-                continue
-            current = self.state.disks.get(source.disk_name)
-            if current is None or not before - left:
-                continue
-            kept = tuple(n for n in current.superseded if n not in before - left)
-            disks = {**self.state.disks, source.disk_name: replace(current, superseded=kept)}
-            self._persist(replace(self.state, disks=disks))
+    async def _housekeeping(self, source: GroupSource) -> None:
+        try:
+            cleaned = await source.cleanup()
+        except Exception as exc:  # tried again after the next cycle
+            self._error("CleanupFailed", f"{exc.__class__.__name__}: {exc}")
+            return
+        if cleaned is not None and self.state.open is None:
+            self._persist(replace(self.state, source=cleaned))
 
-    # ------------------------------------------------------------------ status
+    async def forget(self) -> list[str]:
+        """Delete what the session made at its source (for DELETE)."""
+        source = await self.source_for(self.state)
+        return await source.forget()
 
     def rpo_source_time(self) -> dt.datetime | None:
-        opened_time = None
-        for disk in self.state.disks.values():
-            if disk.base is not None:
-                t = disk.base.source_time
-                opened_time = t if opened_time is None else min(opened_time, t)
-        return opened_time if self.state.last_point else None
+        return self.state.last_point_time if self.state.last_point else None
 
     def status(self) -> dict[str, Any]:
         now = dt.datetime.now(dt.UTC)
