@@ -589,3 +589,106 @@ def test_the_write_bucket_throttles_when_time_is_compressed(emulator: AzureEmula
         control.advance(3600)  # an emulated hour later there is a token again
         client.disks.begin_revoke_access(RG, "d3").result()
     assert control.stats()["throttled"] == 1
+
+
+# ------------------------------------------------------------------ the replica disk (sink)
+
+WRITE = {"access": "Write", "durationInSeconds": 3600}
+
+
+def test_an_unattached_replica_disk_takes_a_write_sas_again_and_its_snapshots_keep_tags(
+    emulator: AzureEmulator,
+) -> None:
+    control = emulator.control
+    control.create_disk(RG, "replica", 8 * MIB)
+    control.create_vm(RG, "vm-busy", data_disk_sizes=(MIB,))
+    with compute(emulator) as client:
+        for fill in (b"\x11", b"\x22"):  # two cycles: the disk is Unattached in between
+            write = client.disks.begin_grant_access(RG, "replica", WRITE).result()
+            with blob(emulator, write.access_sas) as target:
+                target.upload_page(fill * 8192, offset=0, length=8192)
+                # Azure allows a clear of any length (an update holds at most 4 MiB).
+                target.clear_page(offset=2 * MIB, length=6 * MIB)
+                # A snapshot while the Write SAS is live is refused.
+                disk = client.disks.get(RG, "replica")
+                body = {
+                    "location": disk.location,
+                    "tags": {"failback.io/point": fill.hex()},
+                    "properties": {
+                        "incremental": True,
+                        "creationData": {"createOption": "Copy", "sourceResourceId": disk.id},
+                    },
+                }
+                with pytest.raises(HttpResponseError) as busy:
+                    client.snapshots.begin_create_or_update(RG, f"p-{fill.hex()}", body)
+                assert busy.value.error.code == "OperationNotAllowed"
+            client.disks.begin_revoke_access(RG, "replica").result()
+            assert client.disks.get(RG, "replica").disk_state == "Unattached"
+            client.snapshots.begin_create_or_update(RG, f"p-{fill.hex()}", body).result()
+        listed = {s.name: s.tags for s in client.snapshots.list_by_resource_group(RG)}
+        assert listed == {"p-11": {"failback.io/point": "11"}, "p-22": {"failback.io/point": "22"}}
+        # An attached disk (its VM running) never takes a Write SAS.
+        with pytest.raises(HttpResponseError) as attached:
+            client.disks.begin_grant_access(RG, "vm-busy-data0", WRITE)
+        assert attached.value.error.code == "OperationNotAllowed"
+    assert control.read_snapshot(RG, "p-11", 0, 8192) == b"\x11" * 8192
+    assert control.read_disk(RG, "replica", 0, 8192) == b"\x22" * 8192
+
+
+def test_a_corrupt_fault_stores_a_page_write_with_a_flipped_byte(emulator: AzureEmulator) -> None:
+    control = emulator.control
+    control.create_disk(RG, "replica", MIB)
+    control.add_fault("corrupt", times=1)
+    with compute(emulator) as client:
+        write = client.disks.begin_grant_access(RG, "replica", WRITE).result()
+        with blob(emulator, write.access_sas) as target:
+            target.upload_page(b"\x01" * PAGE, offset=0, length=PAGE)  # answered 201
+            target.upload_page(b"\x01" * PAGE, offset=PAGE, length=PAGE)
+        client.disks.begin_revoke_access(RG, "replica").result()
+    assert control.read_disk(RG, "replica", 0, 2 * PAGE) == (
+        b"\xfe" + b"\x01" * (PAGE - 1) + b"\x01" * PAGE
+    )
+
+
+def test_a_vm_boots_from_an_attached_os_disk_without_image_or_os_profile(
+    emulator: AzureEmulator,
+) -> None:
+    control = emulator.control
+    control.create_disk(RG, "restored-os", 4 * MIB, os_type="Linux")
+    control.create_disk(RG, "restored-data", 2 * MIB)
+    with compute(emulator) as client:
+        os_id = client.disks.get(RG, "restored-os").id
+        data_id = client.disks.get(RG, "restored-data").id
+        body: dict[str, Any] = {
+            "location": "westeurope",
+            "properties": {
+                "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+                "storageProfile": {
+                    "osDisk": {
+                        "createOption": "Attach",
+                        "osType": "Linux",
+                        "managedDisk": {"id": os_id},
+                    },
+                    "dataDisks": [
+                        {"lun": 0, "createOption": "Attach", "managedDisk": {"id": data_id}}
+                    ],
+                },
+            },
+        }
+        with_profile = {
+            **body,
+            "properties": {
+                **body["properties"],
+                "osProfile": {"computerName": "x", "adminUsername": "a"},
+            },
+        }
+        with pytest.raises(HttpResponseError) as refused:
+            client.virtual_machines.begin_create_or_update(RG, "failed-over", with_profile)
+        assert refused.value.status_code == 400
+        vm = client.virtual_machines.begin_create_or_update(RG, "failed-over", body).result()
+        assert vm.storage_profile.os_disk.create_option == "Attach"
+        assert vm.storage_profile.os_disk.managed_disk.id.lower() == os_id.lower()
+        assert vm.storage_profile.data_disks[0].managed_disk.id.lower() == data_id.lower()
+        view = client.virtual_machines.instance_view(RG, "failed-over")
+        assert any(s.code == "PowerState/running" for s in view.statuses)
+        assert client.disks.get(RG, "restored-os").disk_state == "Attached"

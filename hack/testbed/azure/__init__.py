@@ -40,33 +40,37 @@ ARM compute (``arm``, ``vms``, ``disks``, ``armcore``)
     ``virtualMachines`` get (``$expand=instanceView``), createOrUpdate, delete, list,
     ``instanceView``, ``powerOff``, ``deallocate``, ``start``, ``restart``; ``disks`` get,
     createOrUpdate (``Empty``, ``Upload``, ``Copy``), delete, list, ``beginGetAccess``
-    (Read, or Write for uploads), ``endGetAccess``; ``snapshots`` get, createOrUpdate
-    (``Copy`` of a disk, incremental or full, or ``CopyStart`` of an incremental
-    snapshot), delete, list, ``beginGetAccess``, ``endGetAccess``; subscription-wide
-    lists. Bodies have ARM's shape (ids, ``provisioningState``, ``diskState``
+    (Read, or Write for uploads and, unlike Azure, for any unattached disk: the replica disk
+    of reverse replication, see docs/sink-azure.md), ``endGetAccess``; ``snapshots`` get,
+    createOrUpdate (``Copy`` of a disk, incremental or full, or ``CopyStart`` of an
+    incremental snapshot; tags kept and listed), delete, list, ``beginGetAccess``,
+    ``endGetAccess``; subscription-wide lists. Bodies have ARM's shape (ids,
+    ``provisioningState``, ``diskState``
     Unattached/Attached/Reserved/ActiveSAS/ReadyToUpload/ActiveUpload, sizes,
     ``timeCreated``, ``managedBy``, incremental snapshot family, instance view statuses
-    ``ProvisioningState/*`` and ``PowerState/running|stopped|deallocated|starting|
-    stopping|deallocating``). Errors are ``{"error": {"code", "message"}}``: 404
+    ``ProvisioningState/*`` and
+    ``PowerState/running|stopped|deallocated|starting|stopping|deallocating``). Errors are
+    ``{"error": {"code", "message"}}``: 404
     ``ResourceNotFound``/``ResourceGroupNotFound``/``SubscriptionNotFound``, 409
-    ``OperationNotAllowed`` (delete an attached or exported disk, export a disk whose
-    VM is not deallocated, power off a deallocated VM, ...), DELETE of a missing
-    resource is 204. Every write is a long-running operation (see ``armcore``):
-    201/202 with ``Azure-AsyncOperation``, ``Location`` and ``Retry-After``; it completes
-    after its emulated duration (``Limits.durations``); power states change then, and a
-    newer power action preempts a running one (``OperationPreempted``). A continuation
-    token resumes the same operation from a new client without a second write.
+    ``OperationNotAllowed`` (delete an attached or exported disk, export a disk whose VM is
+    not deallocated, power off a deallocated VM, ...), DELETE of a missing resource is 204.
+    Every write is a long-running operation (see ``armcore``): 201/202 with
+    ``Azure-AsyncOperation``, ``Location`` and ``Retry-After``; it completes after its
+    emulated duration (``Limits.durations``); power states change then, and a newer power
+    action preempts a running one (``OperationPreempted``). A continuation token resumes the
+    same operation from a new client without a second write.
 
 Page blobs behind SAS URLs (``blob``, ``sas``, ``pages``)
     ``https://127.0.0.1:PORT/md-<id>/<container>/abcd?sv&sr=b&si&sp=r|rw&se&sig``: HEAD,
-    ranged GET, Put Page (update/clear, write SAS only), Get Page Ranges and, between
-    two incremental snapshots of one disk, the diff (``x-ms-previous-snapshot-url``) with
-    ``PageRange`` and ``ClearRange``, ``marker``/``maxresults`` paging (10,000 at most per
-    answer). Content is sparse per 512-byte page; every write gives a page a new
-    generation, so a diff lists pages *written* since the older snapshot even if the
-    bytes are equal, and pages present then but cleared now. Note: the SDK's
-    ``get_page_range_diff_for_managed_disk`` sends one request and drops ``NextMarker``
-    (10,000 ranges at most); follow the marker yourself (see the tests' ``diff_pages``).
+    ranged GET, Put Page (update of at most 4 MiB, clear of any length; write SAS only), Get
+    Page Ranges and, between two incremental snapshots of one disk, the diff
+    (``x-ms-previous-snapshot-url``) with ``PageRange`` and ``ClearRange``,
+    ``marker``/``maxresults`` paging (10,000 at most per answer). Content is sparse per
+    512-byte page; every write gives a page a new generation, so a diff lists pages
+    *written* since the older snapshot even if the bytes are equal, and pages present then
+    but cleared now. Note: the SDK's ``get_page_range_diff_for_managed_disk`` sends one
+    request and drops ``NextMarker`` (10,000 ranges at most); follow the marker yourself
+    (see the tests' ``diff_pages``).
 
 Limits (``limits``; all can change at run time)
     7 incremental snapshots per disk per 5 min (429 ``SnapshotOperationRateExceeded``
@@ -114,7 +118,8 @@ no auth, never faulted or counted
 - ``GET operations``: every long-running operation and its status;
 - ``GET|POST|DELETE faults``, ``DELETE faults/{id}``: fault rules (see ``faults``):
   ``error`` (429/5xx with ``Retry-After``), ``hang``, ``close``, ``delay``,
-  ``fail_operation``, ``times`` times or ``for_seconds``;
+  ``fail_operation``, ``corrupt`` (a Put Page stored with a flipped byte), ``times``
+  times or ``for_seconds``;
 - ``POST tokens/expire``: every issued token expires now;
 - ``POST principal/credentials``: trust a certificate (``kind: certificate``, ``pem``) or a
   federated credential (``kind: federated``, ``pem`` of the issuer's public key,

@@ -8,7 +8,8 @@
   written since, ``ClearRange`` for pages cleared since, in offset order, at most
   ``maxresults`` (and never more than 10,000) per answer with ``NextMarker``;
 - ``PUT ?comp=page``: ``x-ms-page-write: update|clear`` of 512-byte aligned ranges, only
-  through a write SAS (an upload).
+  through a write SAS (an upload, or the replica disk of reverse replication); an update
+  holds at most 4 MiB, a clear may span the whole blob.
 
 Errors are Storage's XML with ``x-ms-error-code``: a bad, expired or revoked SAS is 403
 ``AuthenticationFailed``; a read SAS that tries to write is 403
@@ -330,7 +331,8 @@ async def put_page(request: web.Request, grant: AccessGrant) -> web.Response:
     if start % PAGE or (end + 1) % PAGE or end >= size:
         raise StorageError(416, "InvalidPageRange", "The page range specified is invalid.")
     length = end - start + 1
-    if length > MAX_PAGE_WRITE:
+    if mode == "update" and length > MAX_PAGE_WRITE:
+        # As Azure: an update holds at most 4 MiB; a clear may span the whole blob.
         raise StorageError(413, "RequestBodyTooLarge", "A page write may hold at most 4 MiB.")
     headers = _headers(request, target)
     _check_if_match(request, headers["ETag"])
@@ -340,6 +342,10 @@ async def put_page(request: web.Request, grant: AccessGrant) -> web.Response:
             raise StorageError(
                 400, "InvalidHeaderValue", "The body length does not match the range."
             )
+        if request.get("corrupt"):
+            # An injected silent corruption (fault action ``corrupt``): accepted as written,
+            # stored with its first byte flipped.
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
         target.content.write(start, data)
     else:
         if data:

@@ -2,8 +2,11 @@
 
 Disks are created ``Empty`` (``diskSizeGB``), ``Upload`` (``uploadSizeBytes``; the disk
 is ``ReadyToUpload`` until a Write grant is revoked) or ``Copy`` (of a disk or
-snapshot). Snapshots are ``Copy`` of a disk or snapshot (``incremental`` or full) or
-``CopyStart`` of an incremental snapshot (its ``completionPercent`` grows over the
+snapshot). Write access is granted to a disk awaiting its upload and, unlike Azure, to
+any unattached disk (the replica disk of reverse replication; see docs/sink-azure.md);
+a disk with a live Write SAS cannot be snapshotted or copied (revoke first). Snapshots
+are ``Copy`` of a disk or snapshot (``incremental`` or full) or ``CopyStart`` of an
+incremental snapshot (its ``completionPercent`` grows over the
 ``snapshots/copyStart`` duration). An incremental snapshot is an immutable copy of
 its disk taken when the PUT is accepted and belongs to the disk's snapshot family.
 
@@ -64,6 +67,12 @@ def _source(store: Store, creation: dict[str, Any]) -> Disk | Snapshot:
         raise not_allowed(f"The source '{source.name}' is still being provisioned.")
     if isinstance(source, Disk) and source.awaiting_upload:
         raise not_allowed(f"The source disk '{source.name}' is waiting for its upload.")
+    grant = source.grant if isinstance(source, Disk) else None
+    if grant is not None and grant.write and grant.live(store.clock.now()):
+        raise not_allowed(
+            f"The source disk '{source.name}' is being written through a SAS "
+            "(ActiveUpload); revoke access (endGetAccess) first."
+        )
     return source
 
 
@@ -416,10 +425,14 @@ def _check_grant(ctx: ArmContext, target: Disk | Snapshot, write: bool) -> None:
                 "Revoke access to one of them first."
             )
         return
-    if write and not target.awaiting_upload:
+    if write and not target.awaiting_upload and target.attached_to is not None:
+        # Azure grants Write only to disks in ReadyToUpload state; the emulator also grants
+        # it to an unattached disk (the replica disk of reverse replication, DESIGN.md §3:
+        # "a disk created for upload, or the existing replica disk"). docs/sink-azure.md
+        # says how the product meets the real rule.
         raise not_allowed(
-            f"Write access is only granted to disks in ReadyToUpload state; "
-            f"'{target.name}' is {target.state(now)}."
+            f"Write access is only granted to disks in ReadyToUpload state or unattached "
+            f"disks; '{target.name}' is {target.state(now)}."
         )
     if not write and target.awaiting_upload:
         raise not_allowed(f"Disk '{target.name}' is waiting for its upload; grant Write access.")

@@ -14,7 +14,10 @@ Actions:
 - ``close``: drop the connection at once without an answer;
 - ``delay``: wait ``seconds`` (real), then serve the request normally;
 - ``fail_operation``: accept an ARM write normally, but let its long-running operation
-  end ``Failed`` with ``code``/``message`` (the resource is left as before).
+  end ``Failed`` with ``code``/``message`` (the resource is left as before);
+- ``corrupt``: serve a Put Page normally (201), but store its data with the first byte
+  flipped: a silent corruption, or a disk changed under its writer (route ``blob_write``
+  by default).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-ACTIONS = ("error", "hang", "close", "delay", "fail_operation")
+ACTIONS = ("error", "hang", "close", "delay", "fail_operation", "corrupt")
 
 
 @dataclass
@@ -94,7 +97,8 @@ def parse_rule(spec: dict[str, Any], now: float) -> FaultRule:
     action = spec.get("action")
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
-    route = spec.get("route", "arm_write" if action == "fail_operation" else "any")
+    default_route = {"fail_operation": "arm_write", "corrupt": "blob_write"}.get(action, "any")
+    route = spec.get("route", default_route)
     if not isinstance(route, str):
         raise ValueError("route must be a string")
     path = spec.get("path")

@@ -93,6 +93,9 @@ async def _inject(request: web.Request, rule: FaultRule, route: str) -> web.Stre
         return None
     if rule.action == "close":
         return _drop(request)
+    if rule.action == "corrupt":
+        request["corrupt"] = True
+        return None
     if rule.action == "fail_operation":
         request["fail_operation"] = (
             rule.code or "InternalExecutionError",

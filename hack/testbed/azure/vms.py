@@ -6,6 +6,10 @@ change is an event. A new power action preempts a running one (which then fails 
 ``OperationPreempted``), as in Azure. ``powerOff`` of a stopped VM, ``deallocate`` of a
 deallocated one and ``start`` of a running one succeed without a transition;
 ``powerOff``/``restart`` of a deallocated VM (and ``restart`` of a stopped one) are 409.
+
+A new VM's OS disk comes ``FromImage`` or is an existing managed disk (``Attach``, e.g.
+one made from a recovery point's snapshot); as in Azure, an attached OS disk allows
+neither ``imageReference`` nor ``osProfile`` (400 ``InvalidParameter``).
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ def _plan_disks(ctx: ArmContext, vm_name: str, storage: dict[str, Any], with_os:
             raise bad_request("Required parameter 'osDisk' is missing (null).")
         option = str(os_spec.get("createOption", "")).lower()
         if option == "attach":
+            # As Azure: an attached OS disk already holds its OS; no image, no OS profile.
+            if storage.get("imageReference"):
+                raise bad_request("Parameter 'imageReference' is not allowed.")
             disk = _managed_disk(ctx, os_spec, "osDisk")
             attach_check(disk, vm_name, now)
             plan.attach.append((None, disk, os_spec))
@@ -194,6 +201,9 @@ async def put(ctx: ArmContext) -> web.Response:
     if not isinstance(storage, dict):
         raise bad_request("Required parameter 'storageProfile' is missing (null).")
     plan = _plan_disks(ctx, ctx.name, storage, with_os=True)
+    os_option = str((storage.get("osDisk") or {}).get("createOption", "")).lower()
+    if os_option == "attach" and props.get("osProfile"):
+        raise bad_request("Parameter 'osProfile' is not allowed.")
     nic_plan = _plan_nics(ctx, ctx.name, props)
     now = ctx.now
     store = ctx.store

@@ -196,6 +196,8 @@ class Snapshot:
     time_created: dt.datetime | None
     provisioning_state: str
     tags: Mapping[str, str]
+    size_bytes: int = 0
+    """The source disk's size when the snapshot was taken (0 when Azure does not say)."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,46 @@ class VMDeployment:
     reset for break-glass access)."""
     tags: Mapping[str, str]
     os_disk_size_gb: int = 64
+    os_disk_id: str | None = None
+    """An existing managed disk to attach as the OS disk (``createOption: Attach``; a
+    failover target's disk made from a recovery point). Then the image fields and
+    ``admin_username`` are ignored: the disk holds the OS and its accounts."""
+    data_disk_ids: tuple[str, ...] = ()
+    """Existing managed disks attached as data disks, at LUN 0, 1, ... in this order."""
+    os_type: str = "Linux"
+    """``Linux`` or ``Windows``: the OS of an attached OS disk."""
+
+    @classmethod
+    def from_disks(
+        cls,
+        *,
+        resource_group: str,
+        name: str,
+        location: str,
+        vm_size: str,
+        subnet_id: str,
+        os_disk_id: str,
+        data_disk_ids: tuple[str, ...] = (),
+        os_type: str = "Linux",
+        tags: Mapping[str, str],
+    ) -> VMDeployment:
+        """A VM that boots from existing managed disks (no image, no OS profile)."""
+        return cls(
+            resource_group=resource_group,
+            name=name,
+            location=location,
+            vm_size=vm_size,
+            subnet_id=subnet_id,
+            image_publisher="",
+            image_offer="",
+            image_sku="",
+            image_version="",
+            admin_username="",
+            tags=tags,
+            os_disk_id=os_disk_id,
+            data_disk_ids=data_disk_ids,
+            os_type=os_type,
+        )
 
 
 class OperationKind(enum.StrEnum):
@@ -297,6 +339,17 @@ class AzureCompute(Protocol):
         os_type: str | None = None,
     ) -> OperationHandle: ...
 
+    async def begin_disk_create_from_snapshot(
+        self,
+        resource_group: str,
+        name: str,
+        snapshot: Snapshot,
+        tags: Mapping[str, str],
+        os_type: str | None = None,
+    ) -> OperationHandle:
+        """A managed disk copied from ``snapshot`` (``createOption: Copy``), in its location."""
+        ...
+
     async def begin_disk_delete(self, resource_group: str, name: str) -> OperationHandle: ...
 
     async def begin_snapshot_create(
@@ -306,6 +359,12 @@ class AzureCompute(Protocol):
     async def begin_snapshot_delete(self, resource_group: str, name: str) -> OperationHandle: ...
 
     async def get_snapshot(self, resource_group: str, name: str) -> Snapshot | None: ...
+
+    async def list_snapshots(
+        self, resource_group: str, tags: Mapping[str, str] | None = None
+    ) -> list[Snapshot]:
+        """The snapshots of ``resource_group`` carrying every tag of ``tags`` (all without)."""
+        ...
 
     async def begin_grant_access(
         self, resource_group: str, name: str, *, snapshot: bool, write: bool, seconds: int

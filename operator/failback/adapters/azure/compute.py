@@ -143,12 +143,67 @@ def snapshot_from_json(data: JSON) -> Snapshot:
         time_created=_time(props.get("timeCreated")),
         provisioning_state=str(props.get("provisioningState") or ""),
         tags=dict(data.get("tags") or {}),
+        size_bytes=int(props.get("diskSizeBytes") or (props.get("diskSizeGB") or 0) << 30),
     )
+
+
+def _network_profile(vm: VMDeployment) -> JSON:
+    return {
+        "networkApiVersion": "2020-11-01",
+        "networkInterfaceConfigurations": [
+            {
+                "name": f"{vm.name}-nic",
+                "properties": {
+                    "primary": True,
+                    "deleteOption": "Delete",
+                    "ipConfigurations": [
+                        {
+                            "name": "ipconfig1",
+                            "properties": {"subnet": {"id": vm.subnet_id}},
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+
+
+def _attached_vm_body(vm: VMDeployment) -> JSON:
+    """A VM booting from existing managed disks: ``Attach``, no image, no OS profile (Azure
+    refuses both with an attached OS disk); the disks stay when the VM is deleted."""
+    return {
+        "location": vm.location,
+        "tags": dict(vm.tags),
+        "properties": {
+            "hardwareProfile": {"vmSize": vm.vm_size},
+            "storageProfile": {
+                "osDisk": {
+                    "createOption": "Attach",
+                    "deleteOption": "Detach",
+                    "osType": vm.os_type,
+                    "managedDisk": {"id": vm.os_disk_id},
+                },
+                "dataDisks": [
+                    {
+                        "lun": lun,
+                        "createOption": "Attach",
+                        "deleteOption": "Detach",
+                        "managedDisk": {"id": disk_id},
+                    }
+                    for lun, disk_id in enumerate(vm.data_disk_ids)
+                ],
+            },
+            "networkProfile": _network_profile(vm),
+        },
+    }
 
 
 def vm_body(vm: VMDeployment) -> JSON:
     """The ARM body creating ``vm``: managed OS disk from a marketplace image, one NIC in
-    the subnet created with the VM and deleted with it, no public IP."""
+    the subnet created with the VM and deleted with it, no public IP. With ``os_disk_id``
+    the VM boots from existing disks instead (``_attached_vm_body``)."""
+    if vm.os_disk_id:
+        return _attached_vm_body(vm)
     return {
         "location": vm.location,
         "tags": dict(vm.tags),
@@ -341,6 +396,27 @@ class Compute:
             ),
         )
 
+    async def begin_disk_create_from_snapshot(
+        self,
+        resource_group: str,
+        name: str,
+        snapshot: Snapshot,
+        tags: Mapping[str, str],
+        os_type: str | None = None,
+    ) -> OperationHandle:
+        props: JSON = {"creationData": {"createOption": "Copy", "sourceResourceId": snapshot.id}}
+        if os_type:
+            props["osType"] = os_type
+        body = {"location": snapshot.location, "tags": dict(tags), "properties": props}
+        return await self._begin(
+            OperationKind.DISK_CREATE,
+            resource_group,
+            name,
+            lambda c, **kw: c.disks.begin_create_or_update(
+                resource_group, name, cast(Any, body), **kw
+            ),
+        )
+
     async def begin_disk_delete(self, resource_group: str, name: str) -> OperationHandle:
         return await self._begin(OperationKind.DISK_DELETE, resource_group, name)
 
@@ -376,6 +452,27 @@ class Compute:
 
         data = await self._call(f"get snapshot {resource_group}/{name}", get)
         return None if data is None else snapshot_from_json(data)
+
+    async def list_snapshots(
+        self, resource_group: str, tags: Mapping[str, str] | None = None
+    ) -> list[Snapshot]:
+        """One listing of the group (paged by the SDK), filtered here: ARM's snapshot list
+        takes no ``$filter`` by tag."""
+        wanted = dict(tags or {})
+
+        async def list_(client: ComputeManagementClient) -> list[JSON]:
+            try:
+                return [
+                    _json(s) async for s in client.snapshots.list_by_resource_group(resource_group)
+                ]
+            except ResourceNotFoundError:
+                return []
+
+        found = [
+            snapshot_from_json(s)
+            for s in await self._call(f"list snapshots of {resource_group}", list_)
+        ]
+        return [s for s in found if all(s.tags.get(k) == v for k, v in wanted.items())]
 
     async def begin_grant_access(
         self, resource_group: str, name: str, *, snapshot: bool, write: bool, seconds: int

@@ -17,6 +17,9 @@ GROUP_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 DISK_ID_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._:-]{0,126}[A-Za-z0-9])?$")
 AZURE_NAME_RE = re.compile(r"^[-\w._()]{1,90}$")
 SUBSCRIPTION_RE = re.compile(r"^[0-9a-fA-F-]{36}$")
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+)
 MAX_DISKS = 64
 
 
@@ -45,6 +48,27 @@ class SourceDisk:
 
 
 @dataclass(frozen=True)
+class ReplicaDisk:
+    """OnPremToAzure: one vSphere disk (by ``backing.uuid``) and the Azure managed disk
+    that replicates it."""
+
+    source_disk_uuid: str
+    resource_group: str
+    name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sourceDiskUuid": self.source_disk_uuid,
+            "resourceGroup": self.resource_group,
+            "name": self.name,
+        }
+
+
+AZURE_TO_ONPREM = "AzureToOnPrem"
+ONPREM_TO_AZURE = "OnPremToAzure"
+
+
+@dataclass(frozen=True)
 class SessionSpec:
     """What to replicate, where to, how often. ``paused`` and ``intervalSeconds`` may change
     while the session runs; anything else needs the session deleted first."""
@@ -58,12 +82,33 @@ class SessionSpec:
     interval_seconds: float = 300.0
     paused: bool = False
     vm_id: str | None = None
+    direction: str = AZURE_TO_ONPREM
+    vcenter_server: str | None = None
+    """OnPremToAzure: the vCenter (``host[:port]``) and the VM's instance UUID there."""
+    vm_instance_uuid: str | None = None
+    replicas: tuple[ReplicaDisk, ...] = ()
+    location: str | None = None
+    """OnPremToAzure: the Azure region of the replica disks."""
+    retention_seconds: float = 86_400.0
+    """OnPremToAzure: how long point snapshots are kept (the MT keeps its own)."""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
+        if self.direction == ONPREM_TO_AZURE:
+            return {
+                "direction": self.direction,
+                "subscriptionId": self.subscription_id,
+                "vcenter": {"server": self.vcenter_server, "vmInstanceUuid": self.vm_instance_uuid},
+                "replicas": [r.to_dict() for r in self.replicas],
+                "location": self.location,
+                "retentionSeconds": self.retention_seconds,
+                "intervalSeconds": self.interval_seconds,
+                "paused": self.paused,
+                "vmId": self.vm_id,
+            }
         return {
             "subscriptionId": self.subscription_id,
             "masterTarget": {"endpoint": self.mt_endpoint, "group": self.mt_group},
@@ -72,6 +117,15 @@ class SessionSpec:
             "paused": self.paused,
             "vmId": self.vm_id,
         }
+
+    def targets(self) -> frozenset[str]:
+        """What this session writes: no two sessions may share any of it."""
+        if self.direction == ONPREM_TO_AZURE:
+            return frozenset(
+                f"azure:{self.subscription_id}/{r.resource_group}/{r.name}".lower()
+                for r in self.replicas
+            )
+        return frozenset({f"mt:{self.mt_endpoint}/{self.mt_group}"})
 
     def same_target(self, other: SessionSpec) -> bool:
         """Whether ``other`` replicates the same disks to the same place (changes of
@@ -86,12 +140,96 @@ def _text(body: dict[str, Any], name: str, pattern: re.Pattern[str], what: str) 
     return value
 
 
+def _common(body: dict[str, Any]) -> tuple[float, bool, str | None]:
+    interval = body.get("intervalSeconds", 300)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0.1:
+        raise SpecError("intervalSeconds", "must be a number of seconds >= 0.1")
+    paused = body.get("paused", False)
+    if not isinstance(paused, bool):
+        raise SpecError("paused", "must be true or false")
+    vm_id = body.get("vmId")
+    if vm_id is not None and (not isinstance(vm_id, str) or not vm_id.startswith("/")):
+        raise SpecError("vmId", "must be the Azure VM's resource id")
+    return float(interval), paused, vm_id
+
+
+def _parse_reverse(
+    namespace: str,
+    name: str,
+    subscription: str,
+    body: dict[str, Any],
+    interval: float,
+    paused: bool,
+    vm_id: str | None,
+) -> SessionSpec:
+    vcenter = body.get("vcenter")
+    if not isinstance(vcenter, dict):
+        raise SpecError("vcenter", "must be an object with server and vmInstanceUuid")
+    server = vcenter.get("server")
+    if not isinstance(server, str) or not re.match(r"^[A-Za-z0-9.\-\[\]:]{1,255}$", server):
+        raise SpecError("vcenter.server", "must be the vCenter's host[:port]")
+    uuid = vcenter.get("vmInstanceUuid")
+    if not isinstance(uuid, str) or not UUID_RE.match(uuid):
+        raise SpecError("vcenter.vmInstanceUuid", "must be the VM's instance UUID")
+    raw = body.get("replicas")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_DISKS:
+        raise SpecError("replicas", f"must list 1 to {MAX_DISKS} disks")
+    replicas: list[ReplicaDisk] = []
+    for index, item in enumerate(raw):
+        where = f"replicas[{index}]"
+        if not isinstance(item, dict):
+            raise SpecError(where, "must be an object")
+        try:
+            replicas.append(
+                ReplicaDisk(
+                    _text(item, "sourceDiskUuid", UUID_RE, "the vSphere disk's backing UUID"),
+                    _text(item, "resourceGroup", AZURE_NAME_RE, "an Azure resource group name"),
+                    _text(item, "name", AZURE_NAME_RE, "the replica managed disk's name"),
+                )
+            )
+        except SpecError as exc:
+            raise SpecError(f"{where}.{exc.field}", str(exc).split(": ", 1)[1]) from exc
+    for attr, label in (("source_disk_uuid", "sourceDiskUuid"), ("name", "name")):
+        values = [getattr(r, attr) for r in replicas]
+        if len(set(values)) != len(values):
+            raise SpecError(f"replicas[].{label}", "each disk must appear once")
+    location = body.get("location")
+    if not isinstance(location, str) or not re.match(r"^[a-z0-9]{2,40}$", location):
+        raise SpecError("location", "must be an Azure region name like westeurope")
+    retention = body.get("retentionSeconds", 86_400)
+    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 60:
+        raise SpecError("retentionSeconds", "must be a number of seconds >= 60")
+    return SessionSpec(
+        namespace,
+        name,
+        subscription,
+        "",
+        "",
+        (),
+        interval,
+        paused,
+        vm_id,
+        ONPREM_TO_AZURE,
+        server,
+        uuid.lower(),
+        tuple(replicas),
+        location,
+        float(retention),
+    )
+
+
 def parse_spec(namespace: str, name: str, body: dict[str, Any]) -> SessionSpec:
     """The spec of session ``namespace/name`` from its JSON body; :class:`SpecError` names
     the first field that is wrong."""
     if not NAME_RE.match(namespace) or not NAME_RE.match(name) or len(namespace) > 63:
         raise SpecError("path", "/v1/sessions/{namespace}/{name} takes Kubernetes names")
     subscription = _text(body, "subscriptionId", SUBSCRIPTION_RE, "an Azure subscription id")
+    direction = body.get("direction", AZURE_TO_ONPREM)
+    if direction not in (AZURE_TO_ONPREM, ONPREM_TO_AZURE):
+        raise SpecError("direction", f"must be {AZURE_TO_ONPREM} or {ONPREM_TO_AZURE}")
+    interval, paused, vm_id = _common(body)
+    if direction == ONPREM_TO_AZURE:
+        return _parse_reverse(namespace, name, subscription.lower(), body, interval, paused, vm_id)
     mt = body.get("masterTarget")
     if not isinstance(mt, dict):
         raise SpecError("masterTarget", "must be an object with endpoint and group")
@@ -132,15 +270,6 @@ def parse_spec(namespace: str, name: str, body: dict[str, Any]) -> SessionSpec:
         values = [getattr(d, attr) for d in disks]
         if len(set(values)) != len(values):
             raise SpecError(f"disks[].{label}", "each disk must appear once")
-    interval = body.get("intervalSeconds", 300)
-    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0.1:
-        raise SpecError("intervalSeconds", "must be a number of seconds >= 0.1")
-    paused = body.get("paused", False)
-    if not isinstance(paused, bool):
-        raise SpecError("paused", "must be true or false")
-    vm_id = body.get("vmId")
-    if vm_id is not None and (not isinstance(vm_id, str) or not vm_id.startswith("/")):
-        raise SpecError("vmId", "must be the Azure VM's resource id")
     return SessionSpec(
         namespace,
         name,
@@ -148,7 +277,7 @@ def parse_spec(namespace: str, name: str, body: dict[str, Any]) -> SessionSpec:
         endpoint.rstrip("/"),  # type: ignore[union-attr]
         group,
         tuple(disks),
-        float(interval),
+        interval,
         paused,
         vm_id,
     )

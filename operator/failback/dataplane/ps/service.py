@@ -239,19 +239,15 @@ class ProcessServerService:
             )
             return web.json_response(current.status())
         other = next(
-            (
-                s
-                for s in self.sessions.values()
-                if (s.spec.mt_endpoint, s.spec.mt_group) == (spec.mt_endpoint, spec.mt_group)
-            ),
+            (s for s in self.sessions.values() if s.spec.targets() & spec.targets()),
             None,
         )
         if other is not None:
             raise ApiError(
                 409,
                 "group_in_use",
-                f"session {other.spec.key} already replicates into group {spec.mt_group} of "
-                f"{spec.mt_endpoint}",
+                f"session {other.spec.key} already replicates into "
+                f"{', '.join(sorted(other.spec.targets() & spec.targets()))}",
             )
         state = SessionState(spec)
         self.store.save(state)

@@ -1,11 +1,14 @@
-"""A small reader of a managed disk snapshot's page blob, behind its read SAS (aiohttp).
+"""A small client of a managed disk's (or snapshot's) page blob, behind its SAS (aiohttp).
 
 Three requests, nothing else: ``HEAD`` (the size), ``GET ?comp=pagelist`` (allocated
 ranges, or with ``x-ms-previous-snapshot-url`` the diff against an older incremental
 snapshot of the same disk; paged with ``marker``, at most 10,000 ranges per answer), and a
 ranged ``GET`` of data whose length is verified. azure-storage-blob's
 ``get_page_range_diff_for_managed_disk`` drops ``NextMarker``, and the data plane needs no
-more than these three calls, so they are spoken here directly.
+more than these three calls, so they are spoken here directly. The Azure sink
+(``dataplane.sink_azure``) writes through a write SAS with two more: ``PUT ?comp=page``
+with ``x-ms-page-write: update`` (at most 4 MiB, :meth:`PageBlob.write`) or ``clear``
+(:meth:`PageBlob.clear`).
 
 The SAS URL is a secret: it is held in a private attribute, never put in a ``repr``, a
 log record or an exception message (aiohttp's own errors quote the URL, so they are
@@ -45,6 +48,8 @@ STORAGE_VERSION = "2021-12-02"
 PAGE = 512
 MAX_RESULTS = 10_000
 """Azure's ceiling of ranges per Get Page Ranges answer."""
+MAX_PAGE_WRITE = 4 << 20
+"""Azure's ceiling of one Put Page update (a clear may span the whole blob)."""
 DEFAULT_DELAY = 30.0
 
 
@@ -69,12 +74,14 @@ class RequestCounts:
     ranges: int = 0
     """Get Page Ranges answers asked for (one per segment per marker page)."""
     reads: int = 0
+    writes: int = 0
+    """Put Page requests (updates and clears)."""
     retries: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
-        return self.head + self.ranges + self.reads
+        return self.head + self.ranges + self.reads + self.writes
 
 
 _CODE = re.compile(r"<Code>([A-Za-z0-9]+)</Code>")
@@ -146,6 +153,7 @@ class PageBlob:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         want: tuple[int, ...] = (200,),
+        data: bytes | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One request (retried ``retries`` times on transient faults whose wait is short)."""
         sent = {"x-ms-version": STORAGE_VERSION, **(headers or {})}
@@ -159,6 +167,7 @@ class PageBlob:
                     self.__url,
                     params=params,
                     headers=sent,
+                    data=data,
                     ssl=self._ssl,
                     timeout=self._timeout,
                 ) as response:
@@ -246,3 +255,40 @@ class PageBlob:
                 f"{what}: got {len(body)} bytes ({content_range or 'no Content-Range'})", delay=5.0
             )
         return body
+
+    async def write(self, offset: int, data: bytes) -> None:
+        """Put Page ``update``: ``data`` (at most 4 MiB, 512-byte aligned) at ``offset``.
+        Offset-addressed: sending the same write twice leaves the same bytes."""
+        length = len(data)
+        if offset % PAGE or length % PAGE or not 0 < length <= MAX_PAGE_WRITE:
+            raise ValueError(
+                f"a page write must be 1..{MAX_PAGE_WRITE} bytes, {PAGE}-byte aligned: "
+                f"{offset}+{length}"
+            )
+        last = offset + length - 1
+        await self._request(
+            "writes",
+            f"write of {self.name} bytes {offset}-{last}",
+            method="PUT",
+            params={"comp": "page"},
+            headers={"x-ms-page-write": "update", "x-ms-range": f"bytes={offset}-{last}"},
+            want=(201,),
+            data=data,
+        )
+
+    async def clear(self, offset: int, length: int) -> None:
+        """Put Page ``clear``: ``length`` bytes at ``offset`` read as zeros afterwards."""
+        if offset % PAGE or length % PAGE or length <= 0:
+            raise ValueError(
+                f"a clear must be non-empty and {PAGE}-byte aligned: {offset}+{length}"
+            )
+        last = offset + length - 1
+        await self._request(
+            "writes",
+            f"clear of {self.name} bytes {offset}-{last}",
+            method="PUT",
+            params={"comp": "page"},
+            headers={"x-ms-page-write": "clear", "x-ms-range": f"bytes={offset}-{last}"},
+            want=(201,),
+            data=b"",
+        )
