@@ -276,6 +276,26 @@ def _process_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="zstd level on the wire, 0 to send uncompressed (default: 1)",
     )
     parser.add_argument(
+        "--vcenter-credentials",
+        metavar="DIR",
+        help="OnPremToAzure: a mounted vCenter Secret (server, username, password, caBundle "
+        "or thumbprint)",
+    )
+    parser.add_argument(
+        "--datastore",
+        dest="datastores",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="OnPremToAzure: a datastore this PS reads and where it is mounted (repeatable)",
+    )
+    parser.add_argument(
+        "--change-tracking",
+        choices=("vcenter", "sidecar"),
+        default="vcenter",
+        help="OnPremToAzure: changed areas from vCenter CBT (default) or the test bed's sidecar",
+    )
+    parser.add_argument(
         "--control-plane",
         metavar="HOST:PORT",
         default=_in_cluster_api(),
@@ -410,8 +430,12 @@ def run_process_server(args: argparse.Namespace) -> int:
     # Imported here: the operator's process never loads the data plane.
     from failback.adapters.azure.clients import ARM_ENDPOINT, AzureClientsAdapter, AzureOptions
     from failback.adapters.azure.credentials import SecretKeyMissing, identity_from_secret
+    from failback.adapters.vsphere.session import Sessions
     from failback.dataplane import mt, ps
+    from failback.domain.vsphere import SecretProblem, parse_vcenter_secret
+    from failback.errors import Permanent
     from failback.ports.azure import AzureCompute
+    from failback.ports.vsphere import VCenter
 
     try:
         config = ps.build_config(
@@ -427,6 +451,8 @@ def run_process_server(args: argparse.Namespace) -> int:
             snapshot_rate=args.snapshot_rate,
             control_plane=args.control_plane,
             blob_ca_file=args.azure_ca_file,
+            datastores=tuple(args.datastores),
+            change_tracking=args.change_tracking,
         )
     except mt.ConfigError as exc:
         raise UsageError(str(exc)) from exc
@@ -449,8 +475,32 @@ def run_process_server(args: argparse.Namespace) -> int:
     async def compute_for(subscription_id: str) -> AzureCompute:
         return await adapter.compute(identity, subscription_id)
 
+    vcenter_for = None
+    sessions = Sessions()
+    if args.vcenter_credentials:
+        try:
+            vcenter = parse_vcenter_secret(_read_secret_dir(args.vcenter_credentials))
+        except SecretProblem as exc:
+            raise UsageError(f"--vcenter-credentials {args.vcenter_credentials}: {exc}") from exc
+
+        async def connect(server: str) -> VCenter:
+            if server.lower() != vcenter.server.lower():
+                raise Permanent(
+                    f"this process server holds credentials for vCenter {vcenter.server}, "
+                    f"not {server}"
+                )
+            return await sessions.connect(vcenter)
+
+        vcenter_for = connect
+
+    async def closing() -> None:
+        await adapter.close()
+        await sessions.close()
+
     try:
-        return ps.serve(config, compute_for, verbose=args.verbose, closing=adapter.close)
+        return ps.serve(
+            config, compute_for, vcenter_for=vcenter_for, verbose=args.verbose, closing=closing
+        )
     except ps.StartupError as exc:
         print(f"failback process-server: cannot start: {exc}", file=sys.stderr)
         return 1

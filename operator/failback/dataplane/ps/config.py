@@ -42,6 +42,10 @@ class ProcessServerConfig:
     """``host:port`` of the Kubernetes API this PS must reach (R-PRE-12)."""
     blob_ca_file: str | None = None
     """CA bundle for Azure's page-blob endpoints (the test bed's emulator); None: system."""
+    datastores: tuple[tuple[str, Path], ...] = ()
+    """OnPremToAzure: the datastores this PS reads, and where each is mounted."""
+    change_tracking: str = "vcenter"
+    """OnPremToAzure: changed areas from vCenter's CBT, or ``sidecar`` (the test bed)."""
 
 
 def parse_rate(value: str) -> tuple[int, float]:
@@ -85,6 +89,8 @@ def build_config(
     snapshot_rate: str = "7/5m",
     control_plane: str | None = None,
     blob_ca_file: str | None = None,
+    datastores: tuple[str, ...] = (),
+    change_tracking: str = "vcenter",
 ) -> ProcessServerConfig:
     host, port = parse_listen(listen)
     for flag, value in (
@@ -113,6 +119,18 @@ def build_config(
     if not 0 <= compression_level <= 19:
         raise ConfigError(f"--compression-level {compression_level}: 0 (off) to 19")
     count, window = parse_rate(snapshot_rate)
+    mounts: dict[str, Path] = {}
+    for spec in datastores:
+        name, sep, mount = spec.partition("=")
+        if not sep or not name or not mount:
+            raise ConfigError(f"--datastore {spec}: use --datastore NAME=DIR")
+        if not Path(mount).is_dir():
+            raise ConfigError(f"--datastore {spec}: {mount} is not a directory")
+        if name in mounts:
+            raise ConfigError(f"--datastore {spec}: datastore {name!r} is given twice")
+        mounts[name] = Path(mount).absolute()
+    if change_tracking not in ("vcenter", "sidecar"):
+        raise ConfigError(f"--change-tracking {change_tracking}: 'vcenter' or 'sidecar'")
     return ProcessServerConfig(
         host=host,
         port=port,
@@ -128,4 +146,6 @@ def build_config(
         snapshot_window=window,
         control_plane=parse_control_plane(control_plane) if control_plane else None,
         blob_ca_file=blob_ca_file,
+        datastores=tuple(mounts.items()),
+        change_tracking=change_tracking,
     )

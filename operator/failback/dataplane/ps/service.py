@@ -22,19 +22,26 @@ from failback.dataplane import httpkit, logs
 from failback.dataplane.httpkit import ApiError, StartupError
 from failback.dataplane.ps import sysinfo
 from failback.dataplane.ps.config import ProcessServerConfig
-from failback.dataplane.ps.model import SessionState, SpecError, parse_spec
+from failback.dataplane.ps.model import ONPREM_TO_AZURE, SessionState, SpecError, parse_spec
 from failback.dataplane.ps.mtclient import MasterTargetClient
 from failback.dataplane.ps.session import Session
-from failback.dataplane.ps.sources import AzureDisks, GroupSource
+from failback.dataplane.ps.sources import AzureDisks, GroupSource, VSphereVM
 from failback.dataplane.ps.store import StateCorrupt, StateStore
-from failback.dataplane.ps.target import MasterTargetGroup
+from failback.dataplane.ps.target import AzureReplicas, MasterTargetGroup, Target
+from failback.dataplane.sink_azure import SinkSettings
 from failback.dataplane.source_azure import SourceSettings
+from failback.dataplane.source_vsphere import DatastoreFiles
+from failback.dataplane.source_vsphere import SourceSettings as VSphereSettings
+from failback.errors import Permanent
 from failback.ports.azure import AzureCompute
+from failback.ports.vsphere import VCenter
 
 LOGGER = "failback.ps"
 
 ComputeFactory = Callable[[str], Awaitable[AzureCompute]]
 """An Azure compute client for a subscription (the CLI builds it from its credentials)."""
+VCenterFactory = Callable[[str], Awaitable[VCenter]]
+"""A logged-in vCenter client for a server (the CLI builds it from its credentials)."""
 TICK = 1.0
 PROBE_EVERY = 30.0
 
@@ -45,9 +52,11 @@ class ProcessServerService:
         config: ProcessServerConfig,
         compute_for: ComputeFactory,
         logger: logging.Logger | None = None,
+        vcenter_for: VCenterFactory | None = None,
     ) -> None:
         self.config = config
         self.compute_for = compute_for
+        self.vcenter_for = vcenter_for
         self.log = logger or logging.getLogger(LOGGER)
         self.store = StateStore(config.state_dir)
         self.sessions: dict[str, Session] = {}
@@ -71,6 +80,22 @@ class ProcessServerService:
 
     async def _source_for(self, state: SessionState) -> GroupSource:
         spec = state.spec
+        if spec.direction == ONPREM_TO_AZURE:
+            assert spec.vcenter_server is not None
+            assert spec.vm_instance_uuid is not None
+            return VSphereVM(
+                await self._vcenter(spec.vcenter_server),
+                spec.vm_instance_uuid,
+                DatastoreFiles(dict(self.config.datastores)),
+                state.source,
+                VSphereSettings(
+                    change_tracking=(
+                        "sidecar" if self.config.change_tracking == "sidecar" else "vcenter"
+                    ),
+                    batch_bytes=self.config.batch_bytes,
+                    read_chunk=min(4 << 20, self.config.batch_bytes),
+                ),
+            )
         compute = await self.compute_for(spec.subscription_id)
         return AzureDisks(
             compute,
@@ -79,17 +104,36 @@ class ProcessServerService:
             self.source_settings,
         )
 
+    async def _vcenter(self, server: str) -> VCenter:
+        if self.vcenter_for is None:
+            raise Permanent(
+                "this process server has no vCenter credentials: start it with "
+                "--vcenter-credentials (a mounted vCenter Secret) to replicate OnPremToAzure"
+            )
+        return await self.vcenter_for(server)
+
+    async def _target_for(self, state: SessionState) -> Target:
+        spec = state.spec
+        if spec.direction == ONPREM_TO_AZURE:
+            assert spec.location is not None
+            return AzureReplicas(
+                await self.compute_for(spec.subscription_id),
+                [(r.source_disk_uuid, r.resource_group, r.name) for r in spec.replicas],
+                location=spec.location,
+                retention=dt.timedelta(seconds=spec.retention_seconds),
+                state_file=self.store.target_file(spec.namespace, spec.name),
+                settings=SinkSettings(ca_file=self.config.blob_ca_file),
+            )
+        return MasterTargetGroup(
+            self.mt, spec.mt_endpoint, spec.mt_group, self.config.compression_level
+        )
+
     def _session(self, state: SessionState) -> Session:
         return Session(
             state,
             store=self.store,
             source_for=self._source_for,
-            target=MasterTargetGroup(
-                self.mt,
-                state.spec.mt_endpoint,
-                state.spec.mt_group,
-                self.config.compression_level,
-            ),
+            target_for=self._target_for,
             max_queue_bytes=self.config.max_queue_bytes,
             log=self.log,
         )
@@ -299,9 +343,14 @@ class ProcessServerService:
         return web.json_response(session.status(), status=202)
 
 
-async def _serve(config: ProcessServerConfig, compute_for: ComputeFactory, log: Any) -> None:
+async def _serve(
+    config: ProcessServerConfig,
+    compute_for: ComputeFactory,
+    vcenter_for: VCenterFactory | None,
+    log: Any,
+) -> None:
     context = httpkit.server_context(config.cert, config.key, config.client_ca)
-    service = ProcessServerService(config, compute_for, log)
+    service = ProcessServerService(config, compute_for, log, vcenter_for=vcenter_for)
     await service.open()
     try:
         await httpkit.run_until_signalled(
@@ -322,6 +371,7 @@ def serve(
     config: ProcessServerConfig,
     compute_for: ComputeFactory,
     *,
+    vcenter_for: VCenterFactory | None = None,
     verbose: bool = False,
     closing: Any = None,
 ) -> int:
@@ -331,7 +381,7 @@ def serve(
 
     async def main() -> None:
         try:
-            await _serve(config, compute_for, log)
+            await _serve(config, compute_for, vcenter_for, log)
         finally:
             if closing is not None:
                 await closing()

@@ -50,6 +50,8 @@ from failback.dataplane.ps.target import (
 from failback.errors import Permanent, Retryable
 from failback.ports.azure import AzureRetryable
 
+TargetFactory = Callable[[SessionState], Awaitable[Target]]
+"""Builds the session's target (once, at its first cycle)."""
 SourceFactory = Callable[[SessionState], Awaitable[GroupSource]]
 """Builds the session's source from its spec and persisted source state."""
 
@@ -121,14 +123,15 @@ class Session:
         *,
         store: StateStore,
         source_for: SourceFactory,
-        target: Target,
+        target_for: TargetFactory,
         max_queue_bytes: int,
         log: logging.Logger,
     ) -> None:
         self.state = state
         self.store = store
         self.source_for = source_for
-        self.target = target
+        self.target_for = target_for
+        self._target: Target | None = None
         self.max_queue_bytes = max_queue_bytes
         self.log = log
         self.phase = "Starting"
@@ -144,6 +147,12 @@ class Session:
         self._task: asyncio.Task[None] | None = None
         self._cleanup: asyncio.Task[None] | None = None
         self._source: GroupSource | None = None
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            raise RuntimeError("the session's target is opened by its first cycle")
+        return self._target
 
     @property
     def spec(self) -> SessionSpec:
@@ -264,6 +273,8 @@ class Session:
 
     async def _cycle(self) -> None:
         self.phase = "Checking"
+        if self._target is None:
+            self._target = await self.target_for(self.state)
         position = await self.target.position()
         if position.released:
             raise SessionStopped(f"{self.target.name} was released (failback)")
@@ -307,7 +318,7 @@ class Session:
                 modes=cycle.modes,
             )
             self.phase = "Copying"
-            async with self.target.cycle():
+            async with self.target.cycle(cycle.sizes):
                 await self._stream(cycle.batches(opened.first_seq), position)
         self.phase = "Committing"
         await self._commit(opened)

@@ -59,6 +59,8 @@ class Cycle:
     """``batches(first_seq) -> AsyncIterator[Batch]``."""
     reports: Any
     """``() -> list[dict]``: per-disk figures once the cycle was read."""
+    sizes: dict[str, int]
+    """Each disk's size in bytes, by the disk id its extents carry."""
 
 
 class GroupSource(Protocol):
@@ -155,6 +157,7 @@ class AzureDisks:
                 {c.source.disk_name: str(c.mode) for c in cycle.cycles},
                 batches,
                 reports,
+                {c.source.disk_id: c.report.size_bytes for c in cycle.cycles},
             )
 
     def settle(self, identity: dict[str, Any], number: int) -> dict[str, Any]:
@@ -275,6 +278,7 @@ class VSphereVM:
                 {c.source.disk_id: str(c.mode) for c in cycle.cycles},
                 batches,
                 reports,
+                {c.source.disk_id: c.disk.capacity_bytes for c in cycle.cycles},
             )
 
     def settle(self, identity: dict[str, Any], number: int) -> dict[str, Any]:

@@ -11,6 +11,28 @@ from pathlib import Path
 from failback.dataplane.ps.model import SessionState
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` durably: write a temporary file, fsync it, rename it
+    over ``path``, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class StateCorrupt(Exception):
     """A session file that does not parse: named, never silently dropped."""
 
@@ -38,26 +60,14 @@ class StateStore:
 
     def save(self, state: SessionState) -> None:
         path = self._path(state.spec.namespace, state.spec.name)
-        tmp = path.with_suffix(".tmp")
-        data = json.dumps(state.to_dict(), indent=1, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        self._sync_directory()
+        atomic_write(path, json.dumps(state.to_dict(), indent=1, sort_keys=True).encode())
 
     def delete(self, namespace: str, name: str) -> None:
-        path = self._path(namespace, name)
-        if path.exists():
-            path.unlink()
-            self._sync_directory()
+        for path in (self._path(namespace, name), self.target_file(namespace, name)):
+            if path.exists():
+                path.unlink()
+        sync_directory(self.directory)
 
-    def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def target_file(self, namespace: str, name: str) -> Path:
+        """Where a target that keeps its own position (Azure replicas) persists it."""
+        return self.directory / f"{namespace}_{name}.target"

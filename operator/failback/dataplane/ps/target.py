@@ -12,10 +12,13 @@ Failures are :class:`TargetUnreachable` (no answer: retry the same call) or
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from failback.dataplane.journal import Batch
@@ -25,6 +28,9 @@ from failback.dataplane.ps.mtclient import (
     MasterTargetRefused,
     MasterTargetUnreachable,
 )
+from failback.dataplane.ps.store import atomic_write
+from failback.dataplane.sink_azure import ManagedDiskSink, SinkCycle, SinkSettings, SinkState
+from failback.ports.azure import AzureCompute
 
 
 class TargetUnreachable(Exception):
@@ -72,8 +78,9 @@ class Target(Protocol):
         """Runs in a worker thread: whatever CPU work sending needs."""
         ...
 
-    def cycle(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Held while a cycle's batches are sent (e.g. a write SAS)."""
+    def cycle(self, sizes: Mapping[str, int]) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a cycle's batches are sent (e.g. a write SAS); ``sizes``: the
+        source disks' sizes by disk id."""
         ...
 
     async def send(self, item: Prepared) -> bool:
@@ -125,7 +132,7 @@ class MasterTargetGroup:
         return Prepared(batch.seq, (body, None), len(body), raw)
 
     @contextlib.asynccontextmanager
-    async def cycle(self) -> AsyncIterator[None]:
+    async def cycle(self, sizes: Mapping[str, int]) -> AsyncIterator[None]:
         yield
 
     async def send(self, item: Prepared) -> bool:
@@ -149,3 +156,127 @@ class MasterTargetGroup:
             await self.client.rollback(self.endpoint, self.group, point_id)
         except (MasterTargetUnreachable, MasterTargetRefused) as exc:
             raise _mapped(exc) from exc
+
+
+class AzureReplicas:
+    """OnPremToAzure: the Azure replica managed disks of a VM (docs/sink-azure.md), one
+    :class:`~failback.dataplane.sink_azure.ManagedDiskSink` per source disk.
+
+    Azure keeps no batch sequence, so this target persists its own position (the last
+    batch every replica applied, the newest point) in ``state_file`` after each batch and
+    each point: fsync'd before ``send`` returns, which is what makes a batch acknowledged.
+    Writes are offset-addressed: a batch applied twice, or a newer cycle replayed over a
+    partial one, converges, so :meth:`rollback` has nothing to undo."""
+
+    def __init__(
+        self,
+        compute: AzureCompute,
+        replicas: list[tuple[str, str, str]],
+        *,
+        location: str,
+        retention: dt.timedelta,
+        state_file: Path,
+        settings: SinkSettings | None = None,
+    ) -> None:
+        """``replicas``: (source disk id, resource group, replica disk name)."""
+        self.name = "Azure replica disks " + ", ".join(name for _, _, name in replicas)
+        self.compute = compute
+        self.replicas = replicas
+        self.location = location
+        self.retention = retention
+        self.state_file = state_file
+        self.settings = settings
+        saved = json.loads(state_file.read_text()) if state_file.exists() else {}
+        self.last_seq = int(saved.get("lastSeq", 0))
+        self.newest_point: str | None = saved.get("newestPoint")
+        self.point_seq = int(saved.get("pointSeq", 0))
+        self.sink_states: dict[str, dict[str, Any]] = dict(saved.get("sinks") or {})
+        self.sinks: dict[str, ManagedDiskSink] = {}
+        self._cycles: dict[str, SinkCycle] = {}
+
+    def _save(self) -> None:
+        for disk_id, sink in self.sinks.items():
+            self.sink_states[disk_id] = sink.state.to_dict()
+        data = {
+            "lastSeq": self.last_seq,
+            "newestPoint": self.newest_point,
+            "pointSeq": self.point_seq,
+            "sinks": self.sink_states,
+        }
+        atomic_write(self.state_file, json.dumps(data, sort_keys=True).encode())
+
+    async def position(self) -> Position:
+        return Position(self.last_seq, self.newest_point, self.last_seq > self.point_seq)
+
+    def prepare(self, batch: Batch) -> Prepared:
+        raw = sum(e.length for e in batch.extents if e.data is not None)
+        return Prepared(batch.seq, batch, raw, raw)
+
+    async def _sinks(self, sizes: Mapping[str, int]) -> None:
+        for disk_id, group, name in self.replicas:
+            if disk_id in self.sinks:
+                continue
+            if disk_id not in sizes:
+                raise TargetRefused(
+                    "unknown_disk", f"the source has no disk {disk_id} (replica {name})"
+                )
+            saved = self.sink_states.get(disk_id)
+            sink = ManagedDiskSink(
+                self.compute,
+                group,
+                name,
+                sizes[disk_id],
+                location=self.location,
+                disk_id=disk_id,
+                state=SinkState.from_dict(saved) if saved else None,
+                settings=self.settings,
+            )
+            await sink.ensure_disk()
+            self.sinks[disk_id] = sink
+        self._save()
+
+    @contextlib.asynccontextmanager
+    async def cycle(self, sizes: Mapping[str, int]) -> AsyncIterator[None]:
+        await self._sinks(sizes)
+        async with contextlib.AsyncExitStack() as stack:
+            self._cycles = {
+                disk_id: await stack.enter_async_context(sink.open_cycle())
+                for disk_id, sink in self.sinks.items()
+            }
+            try:
+                yield
+            finally:
+                self._cycles = {}
+        self._save()
+
+    async def send(self, item: Prepared) -> bool:
+        batch: Batch = item.payload
+        if batch.seq <= self.last_seq:
+            return False
+        unknown = {e.disk_id for e in batch.extents} - set(self._cycles)
+        if unknown:
+            raise TargetRefused("unknown_disk", f"no replica for disk(s) {sorted(unknown)}")
+        # Every replica sees every batch (an empty one if it has no extent in it), so
+        # each one's applied sequence moves with the group's.
+        await asyncio.gather(
+            *(
+                cycle.apply(Batch(batch.seq, [e for e in batch.extents if e.disk_id == disk_id]))
+                for disk_id, cycle in self._cycles.items()
+            )
+        )
+        self.last_seq = batch.seq
+        self._save()
+        return True
+
+    async def commit(self, point_id: str, source_time: dt.datetime, app_consistent: bool) -> None:
+        for sink in self.sinks.values():
+            await sink.commit_point(point_id, source_time, app_consistent)
+        self.newest_point, self.point_seq = point_id, self.last_seq
+        self._save()
+        for sink in self.sinks.values():
+            await sink.prune(self.retention, source_time)
+        self._save()
+
+    async def rollback(self, point_id: str) -> None:
+        self.point_seq = self.last_seq  # nothing to undo: the next cycle rewrites
+        self._save()
