@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -37,6 +39,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="where to keep the rig")
     args = parser.parse_args()
+    # SIGTERM ends the soak like Ctrl-C: the processes it started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="soak-dataplane-") as tmp:
         root = Path(tmp)
@@ -68,6 +72,11 @@ def main() -> int:
                 report = kill_and_converge(rig, "soak", rng, kills=args.kills, progress=progress)
             except DataPlaneError as exc:
                 print(f"FAILED: {exc}", file=sys.stderr)
+                kept = Path(tempfile.mkdtemp(prefix="soak-dataplane-logs-"))
+                for log in (rig.ps.log, rig.mt.log, emulator.log_file):
+                    if log.exists():
+                        shutil.copy(log, kept / log.name)
+                print(f"(the logs are kept in {kept})", file=sys.stderr)
                 return 1
             finally:
                 rig.stop()

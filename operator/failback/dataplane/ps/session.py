@@ -526,12 +526,14 @@ class Session:
 
     async def _housekeeping(self, source: GroupSource) -> None:
         try:
-            cleaned = await source.cleanup()
+            fold = await source.cleanup()
         except Exception as exc:  # tried again after the next cycle
             self._error("CleanupFailed", f"{exc.__class__.__name__}: {exc}")
             return
-        if cleaned is not None and self.state.open is None:
-            self._persist(replace(self.state, source=cleaned))
+        if fold is not None:
+            # Folded into the state as it is now: a cycle may have settled meanwhile, and
+            # the state of the source this cleanup ran on is older than that.
+            self._persist(replace(self.state, source=fold(self.state.source)))
 
     async def forget(self) -> list[str]:
         """Delete what the session made at its source (for DELETE)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,9 +76,10 @@ class GroupSource(Protocol):
         durable at the target. No I/O: the session persists it at once."""
         ...
 
-    async def cleanup(self) -> dict[str, Any] | None:
+    async def cleanup(self) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
         """Slow housekeeping after a settle (deleting superseded snapshots), off the path
-        of the next cycle; the new state, or None if nothing changed."""
+        of the next cycle. Returns how to fold what it did into the state persisted *by
+        then* (later cycles may have moved it on), or None if nothing changed."""
         ...
 
     async def forget(self) -> list[str]:
@@ -173,15 +174,26 @@ class AzureDisks:
             state[source.disk_name] = source.advance(base, number).to_dict()
         return state
 
-    def _state(self) -> dict[str, Any]:
-        return {s.disk_name: s.state.to_dict() for s in self.sources}
-
-    async def cleanup(self) -> dict[str, Any] | None:
-        if not any(s.state.superseded for s in self.sources):
-            return None
+    async def cleanup(self) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        deleted: set[str] = set()
         for source in self.sources:
-            await source.delete_superseded()
-        return self._state()
+            before = set(source.state.superseded)
+            if before:
+                left = set((await source.delete_superseded()).superseded)
+                deleted |= before - left
+        if not deleted:
+            return None
+
+        def fold(state: dict[str, Any]) -> dict[str, Any]:
+            return {
+                disk: {
+                    **data,
+                    "superseded": [n for n in data.get("superseded", ()) if n not in deleted],
+                }
+                for disk, data in state.items()
+            }
+
+        return fold
 
     async def forget(self) -> list[str]:
         left: list[str] = []
@@ -288,7 +300,7 @@ class VSphereVM:
         self._last_time = parse_time(str(nxt["sourceTime"]))
         return dict(nxt)
 
-    async def cleanup(self) -> dict[str, Any] | None:
+    async def cleanup(self) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
         return None
 
     async def forget(self) -> list[str]:
