@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -328,8 +327,7 @@ class DataPlane:
             except (OSError, DataPlaneError) as exc:
                 last = exc
             else:
-                point = last.get("lastPoint")
-                if point and int(point.rsplit("-", 1)[1]) > after and last["phase"] != "Settling":
+                if last.get("cycleNumber", 0) > after and last["phase"] != "Settling":
                     return dict(last)
             time.sleep(0.05)
         raise DataPlaneError(
@@ -392,14 +390,6 @@ class CrashReport:
         return {"process-server": self.ps_kills, "master-target": self.mt_kills}
 
 
-_CYCLE = re.compile(r"-(\d+)$")
-
-
-def _cycle_number(point: str | None) -> int:
-    match = _CYCLE.search(point or "")
-    return int(match.group(1)) if match else 0
-
-
 def kill_and_converge(
     rig: DataPlane,
     vm: str,
@@ -416,7 +406,7 @@ def kill_and_converge(
     report = CrashReport()
     for round_ in range(kills):
         before = rig.points(vm)
-        done = _cycle_number(rig.session(vm)["lastPoint"])
+        done = int(rig.session(vm)["cycleNumber"])
         for disk in rig.vms[vm].disks:
             rig.scribble(disk, rng)
         resent_before = rig.resends()
@@ -437,7 +427,7 @@ def kill_and_converge(
         victim.start()
         # A PS killed before it recorded the requested cycle does not know of it: ask again.
         status = rig.session(vm)
-        if _cycle_number(status["lastPoint"]) <= done and status["phase"] in ("Idle", "Paused"):
+        if status["cycleNumber"] <= done and status["phase"] in ("Idle", "Paused"):
             rig.cycle_now(vm)
         rig.wait_point(vm, after=done, timeout=90)
         after = {p["id"] for p in rig.points(vm)}

@@ -91,3 +91,11 @@ def test_disk_state_round_trips() -> None:
 def test_settings_refuse_what_azure_or_the_journal_cannot_take(changes: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=r"\w"):
         SourceSettings(**changes)  # type: ignore[arg-type]
+
+
+def test_an_uploaded_disks_vhd_footer_is_not_part_of_the_guest_disk() -> None:
+    from failback.dataplane.source_azure.source import guest_size
+
+    assert guest_size(4 << 20) == 4 << 20
+    assert guest_size((4 << 20) + 512) == 4 << 20
+    assert guest_size(128 << 30) == 128 << 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -342,6 +343,8 @@ class SessionState:
     registered: dt.datetime | None = None
     """When this PS first read the VM's disks (its first snapshot): R-PRE-13's registration
     in a product that reads through snapshots instead of an in-guest agent."""
+    incarnation: str = "c"
+    """A token drawn when the session was created: the prefix of its point ids."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -356,6 +359,7 @@ class SessionState:
             "open": self.open.to_dict() if self.open else None,
             "resync": self.resync,
             "registered": format_time(self.registered) if self.registered else None,
+            "incarnation": self.incarnation,
         }
 
     @classmethod
@@ -375,9 +379,15 @@ class SessionState:
             OpenCycle.from_dict(raw_open) if raw_open else None,
             data.get("resync"),
             when("registered"),
+            str(data.get("incarnation") or "c"),
         )
 
 
-def point_id(number: int) -> str:
-    """The recovery point of cycle ``number`` (unique and growing within a group)."""
-    return f"cycle-{number:09d}"
+def point_id(incarnation: str, number: int) -> str:
+    """The recovery point of cycle ``number`` of a session created as ``incarnation``:
+    unique within the target even when a session is deleted and created again."""
+    return f"{incarnation}-{number:09d}"
+
+
+def new_incarnation() -> str:
+    return secrets.token_hex(4)

@@ -22,7 +22,13 @@ from failback.dataplane import httpkit, logs
 from failback.dataplane.httpkit import ApiError, StartupError
 from failback.dataplane.ps import sysinfo
 from failback.dataplane.ps.config import ProcessServerConfig
-from failback.dataplane.ps.model import ONPREM_TO_AZURE, SessionState, SpecError, parse_spec
+from failback.dataplane.ps.model import (
+    ONPREM_TO_AZURE,
+    SessionState,
+    SpecError,
+    new_incarnation,
+    parse_spec,
+)
 from failback.dataplane.ps.mtclient import MasterTargetClient
 from failback.dataplane.ps.session import Session
 from failback.dataplane.ps.sources import AzureDisks, GroupSource, VSphereVM
@@ -293,7 +299,7 @@ class ProcessServerService:
                 f"session {other.spec.key} already replicates into "
                 f"{', '.join(sorted(other.spec.targets() & spec.targets()))}",
             )
-        state = SessionState(spec)
+        state = SessionState(spec, incarnation=new_incarnation())
         self.store.save(state)
         session = self.sessions[spec.key] = self._session(state)
         session.start()

@@ -303,7 +303,7 @@ class Session:
                 opened = OpenCycle(
                     number,
                     position.last_durable_seq + 1,
-                    point_id(number),
+                    point_id(self.state.incarnation, number),
                     cycle.source_time,
                     cycle.identity,
                     resync,
@@ -553,6 +553,7 @@ class Session:
             "spec": self.spec.to_dict(),
             "phase": self.phase,
             "cyclesCompleted": self.counters.cycles,
+            "cycleNumber": self.state.counter,
             "lastPoint": self.state.last_point,
             "rpoSourceTime": format_time(rpo_time) if rpo_time else None,
             # Negative when the source's clock is ahead of ours: reported as is (check NTP),

@@ -61,6 +61,19 @@ RESIZE_BOUNDARY = 4 << 40
 """Azure cannot diff incremental snapshots across a resize past 4 TiB."""
 
 
+VHD_FOOTER = 512
+"""A disk uploaded to Azure ends with a fixed VHD's footer: N MiB of data, then 512 bytes."""
+
+
+def guest_size(blob_size: int) -> int:
+    """The bytes the guest sees of a managed disk whose page blob is ``blob_size``: an
+    uploaded disk's (or a replica's) VHD footer is not part of the disk, and a target disk
+    of the guest's size must not receive it."""
+    if blob_size % (1 << 20) == VHD_FOOTER:
+        return blob_size - VHD_FOOTER
+    return blob_size
+
+
 class CycleMode(enum.StrEnum):
     INITIAL = "Initial"
     INCREMENTAL = "Incremental"
@@ -605,7 +618,7 @@ class ManagedDiskSource:
                     raise answer
                 else:
                     previous = blob(answer, base.name)
-            size = await current.size()
+            size = guest_size(await current.size())
             if (
                 base is not None
                 and mode is CycleMode.INCREMENTAL
