@@ -61,8 +61,8 @@ SEND_ATTEMPTS_ON_DAMAGE = 3
 
 
 def batch_weight(batch: Batch) -> int:
-    """What a batch holds in memory: its data, plus a little per extent."""
-    return sum((e.length if e.data is not None else 0) + 64 for e in batch.extents)
+    """What a batch holds in memory: its data (a cleared range holds none)."""
+    return max(1, sum(e.length for e in batch.extents if e.data is not None))
 
 
 def backoff(failures: int) -> float:

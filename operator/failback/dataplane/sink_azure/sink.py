@@ -696,9 +696,19 @@ class ManagedDiskSink:
             )
             # The footer Azure expects of an uploaded fixed VHD (same bytes every cycle).
             unique = uuid.uuid5(uuid.NAMESPACE_URL, f"failback:{self.disk_id}").bytes
-            await blob.write(
-                self.upload_bytes - VHD_FOOTER, vhd_footer(self.upload_bytes - VHD_FOOTER, unique)
-            )
+            footer_at = self.upload_bytes - VHD_FOOTER
+            footer = vhd_footer(footer_at, unique)
+            await blob.write(footer_at, footer)
+            # Read back like every write: a point must never hold a damaged footer.
+            stored = await blob.read(footer_at, VHD_FOOTER)
+            if stored != footer:
+                raise WriteVerificationFailed(
+                    self.disk_name,
+                    footer_at,
+                    VHD_FOOTER,
+                    xxhash.xxh3_64_intdigest(footer),
+                    xxhash.xxh3_64_intdigest(stored),
+                )
             cycle = self._cycle = SinkCycle(self, blob, report)
             log.info("replica %s: cycle opened (write access granted)", self.disk_name)
             yield cycle
