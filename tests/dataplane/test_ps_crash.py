@@ -26,7 +26,7 @@ from .test_ps_service import MIB
 
 pytestmark = pytest.mark.testbed
 
-KILLS = 40
+KILLS = 32
 
 
 @pytest.fixture
