@@ -71,12 +71,12 @@ def backoff(failures: int) -> float:
 
 
 class CycleAbandoned(Exception):
-    """The cycle cannot go on as it started (the MT moved, a snapshot changed): the next
-    attempt starts over from the MT's state."""
+    """The cycle cannot go on as it started (its snapshots are gone): the next attempt
+    starts over from the target's state."""
 
 
 class SessionStopped(Exception):
-    """The group was released on the MT (failback): nothing more to send."""
+    """The target was released (the MT group, for failback): nothing more to send."""
 
 
 @dataclass
@@ -85,7 +85,6 @@ class Progress:
 
     number: int = 0
     first_seq: int = 0
-    skip_through: int = 0
     batches_sent: int = 0
     batches_skipped: int = 0
     bytes_sent: int = 0
@@ -146,7 +145,6 @@ class Session:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cleanup: asyncio.Task[None] | None = None
-        self._source: GroupSource | None = None
 
     @property
     def target(self) -> Target:
@@ -279,7 +277,6 @@ class Session:
         if position.released:
             raise SessionStopped(f"{self.target.name} was released (failback)")
         source = await self.source_for(self.state)
-        self._source = source
         opened = self.state.open
         if opened is not None and position.newest_point == opened.point_id:
             self._settle(source, opened)
@@ -313,7 +310,6 @@ class Session:
             self.progress = Progress(
                 number=opened.number,
                 first_seq=opened.first_seq,
-                skip_through=position.last_durable_seq,
                 started=time.monotonic(),
                 modes=cycle.modes,
             )
