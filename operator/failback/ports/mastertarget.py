@@ -1,7 +1,8 @@
-"""The master target seam: its service's health endpoint over mutual TLS.
+"""The master target seam: its service's health endpoint, and its groups' recovery points,
+rollback and release over mutual TLS.
 
-The contract is ``docs/master-target-api.md``; the adapter is
-``failback.adapters.mastertarget``.
+The contract is ``docs/master-target-api.md``; the adapters are
+``failback.adapters.mastertarget.client`` (health) and ``.points`` (groups and points).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 from typing import Protocol
 
 from failback.domain.mastertarget import ServiceProbe
+from failback.domain.outcome import Outcome
+from failback.domain.recoverypoints import GroupStatus, RecoveryPoint, Released, RolledBack
 from failback.ports.tls import TLS_KEYS, TLSMaterial
 
-__all__ = ["TLS_KEYS", "MasterTargetClient", "TLSMaterial"]
+__all__ = ["TLS_KEYS", "MasterTargetClient", "RecoveryPoints", "TLSMaterial"]
 
 
 class MasterTargetClient(Protocol):
@@ -22,4 +25,37 @@ class MasterTargetClient(Protocol):
         peer: a refused connection, a timeout, a certificate that does not verify or an
         answer that breaks the contract is a :class:`ServiceProbe` without a report, with
         the reason and a message saying what happened."""
+        ...
+
+
+class RecoveryPoints(Protocol):
+    """A master target's consistency groups: their points, rollback and release (DESIGN.md
+    §2, steps 4 and 5). Every call is one request over mutual TLS and never raises for the
+    network or the peer: it returns an :data:`~failback.domain.outcome.Outcome`, the
+    answer, a ``Refused`` (the MT said no: ``unknown_group``, ``unknown_point``,
+    ``cycle_open``, ``group_released``...) or an ``Unanswered``."""
+
+    async def points(
+        self, endpoint: str, tls: TLSMaterial, group: str
+    ) -> Outcome[tuple[RecoveryPoint, ...]]:
+        """``GET /v1/groups/{group}/points``: the durable points within retention, oldest
+        first."""
+        ...
+
+    async def group(self, endpoint: str, tls: TLSMaterial, group: str) -> Outcome[GroupStatus]:
+        """``GET /v1/groups/{group}``: where the group is (``last_durable_seq``,
+        ``cycle_open``, active or released, newest and oldest point)."""
+        ...
+
+    async def rollback(
+        self, endpoint: str, tls: TLSMaterial, group: str, point_id: str
+    ) -> Outcome[RolledBack]:
+        """``POST /v1/groups/{group}/rollback``: every disk of the group back to the point,
+        durably; later points are discarded."""
+        ...
+
+    async def release(self, endpoint: str, tls: TLSMaterial, group: str) -> Outcome[Released]:
+        """``POST /v1/groups/{group}/release``: close the group's journal and disks so
+        vSphere can move them to the recovered VM. Idempotent; refused (``cycle_open``)
+        while batches follow the newest point."""
         ...

@@ -1,1 +1,3 @@
-"""Master target adapter: its service's health endpoint over mutual TLS."""
+"""Master target adapter over mutual TLS: its service's health endpoint (``client``) and
+its groups' recovery points, rollback and release (``points``), on one shared
+:class:`~failback.adapters.mtls.MutualTLS`."""

@@ -1,1 +1,2 @@
-"""Process server adapter: its health endpoint over mutual TLS."""
+"""Process server adapter over mutual TLS: its health endpoint (``client``) and its
+session API (``sessions``), on one shared :class:`~failback.adapters.mtls.MutualTLS`."""

@@ -72,8 +72,15 @@ def parse_health(data: Any) -> HealthReport:
 class HealthClient:
     """Implements ``ports.processserver.ProcessServerClient``."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
-        self._mtls = MutualTLS(timeout)
+    def __init__(self, timeout: float = 10.0, mtls: MutualTLS | None = None) -> None:
+        """``mtls``: a transport shared with the other clients of the operator's services
+        (one aiohttp session); by default one of its own, with ``timeout``."""
+        self._mtls = mtls if mtls is not None else MutualTLS(timeout)
+
+    @property
+    def mtls(self) -> MutualTLS:
+        """The transport, to share with the session and recovery point clients."""
+        return self._mtls
 
     async def probe(self, endpoint: str, tls: TLSMaterial) -> Probe:
         answer = await self._mtls.get(endpoint, HEALTH_PATH, tls, parse_health)
