@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from failback.dataplane.journal import Extent
+from failback.dataplane.pacing import Pacer
 from failback.dataplane.source_azure import BaseSnapshot, DiskState, SourceSettings, batched
-from failback.dataplane.source_azure.source import _Pacer
 
 KIB = 1024
 
@@ -58,7 +58,7 @@ async def test_batches_are_bounded_and_numbered(
 
 def test_the_pacer_allows_n_per_window_and_honours_a_block() -> None:
     now = [0.0]
-    pacer = _Pacer(2, 300.0, lambda: now[0])
+    pacer = Pacer(2, 300.0, lambda: now[0])
     assert pacer.wait_time() == 0
     pacer.taken()
     now[0] = 10.0

@@ -49,6 +49,7 @@ from failback.dataplane.journal import (
     SequenceError,
 )
 from failback.dataplane.journal.model import validate_batch
+from failback.dataplane.pacing import Pacer
 from failback.dataplane.source_azure.pageblob import MAX_PAGE_WRITE, PageBlob, RequestCounts
 from failback.errors import Permanent
 from failback.ports.azure import (
@@ -343,32 +344,6 @@ def point_snapshot_name(prefix: str, disk_name: str, point_id: str) -> str:
     return f"{head}-{digest[:8]}-{slug}"[:80]
 
 
-class _Pacer:
-    """At most ``count`` snapshots per ``window`` seconds (of ``clock``). A minimal copy of
-    ``source_azure.source._Pacer``: the sink may import only ``source_azure.pageblob``."""
-
-    def __init__(self, count: int, window: float, clock: Callable[[], float]) -> None:
-        self._count = count
-        self._window = window
-        self._clock = clock
-        self._times: list[float] = []
-        self._blocked_until = 0.0
-
-    def wait_time(self) -> float:
-        now = self._clock()
-        self._times = [t for t in self._times if t > now - self._window]
-        wait = max(0.0, self._blocked_until - now)
-        if len(self._times) >= self._count:
-            wait = max(wait, self._times[len(self._times) - self._count] + self._window - now)
-        return wait
-
-    def taken(self) -> None:
-        self._times.append(self._clock())
-
-    def block_for(self, seconds: float) -> None:
-        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
-
-
 def _point_from_snapshot(snap: Snapshot) -> SinkPoint | None:
     tags = snap.tags
     try:
@@ -581,7 +556,7 @@ class ManagedDiskSink:
         self.state = state or SinkState()
         self.settings = settings or SinkSettings()
         self.rng = random.Random(self.settings.verify_seed)  # noqa: S311 - sampling, not secrets
-        self._pacer = _Pacer(
+        self._pacer = Pacer(
             self.settings.snapshots_per_window, self.settings.snapshot_window, clock
         )
         self._session = session

@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 
 from failback.dataplane.journal.model import MAX_EXTENT, SECTOR, Batch, Extent
+from failback.dataplane.pacing import Pacer
 from failback.dataplane.source_azure.pageblob import PageBlob, PageRange, RequestCounts
 from failback.errors import Permanent
 from failback.ports.azure import (
@@ -208,31 +209,6 @@ class CycleReport:
     def requests(self) -> int:
         """Page-blob requests plus compute calls."""
         return self.blob.total + self.arm_calls
-
-
-class _Pacer:
-    """At most ``count`` snapshots per ``window`` seconds (of ``clock``)."""
-
-    def __init__(self, count: int, window: float, clock: Callable[[], float]) -> None:
-        self._count = count
-        self._window = window
-        self._clock = clock
-        self._times: list[float] = []
-        self._blocked_until = 0.0
-
-    def wait_time(self) -> float:
-        now = self._clock()
-        self._times = [t for t in self._times if t > now - self._window]
-        wait = max(0.0, self._blocked_until - now)
-        if len(self._times) >= self._count:
-            wait = max(wait, self._times[len(self._times) - self._count] + self._window - now)
-        return wait
-
-    def taken(self) -> None:
-        self._times.append(self._clock())
-
-    def block_for(self, seconds: float) -> None:
-        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
 
 def _ssl_context(settings: SourceSettings) -> ssl.SSLContext:
@@ -439,7 +415,7 @@ class ManagedDiskSource:
         self.settings = settings or SourceSettings()
         self.pending: OperationHandle | None = None
         """The snapshot creation under way (persist it to resume after a restart)."""
-        self._pacer = _Pacer(
+        self._pacer = Pacer(
             self.settings.snapshots_per_window, self.settings.snapshot_window, clock
         )
         self._session = session
