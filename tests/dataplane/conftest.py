@@ -1,8 +1,10 @@
-"""Fixtures shared by the data plane's vSphere tests: a pyVmomi connection to vcsim, the
-product's vSphere client, and VMs whose disks the test bed's guest writer fills."""
+"""What the data plane's tests share: the Azure adapter on the emulator with every SAS URL
+it sees guarded against leaks; a pyVmomi connection to vcsim, the product's vSphere client,
+and VMs whose disks the test bed's guest writer fills."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,14 +14,62 @@ from typing import Any
 import pytest
 from pyVim.connect import Disconnect, SmartConnect
 
+from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
 from failback.adapters.vsphere import Sessions
 from failback.dataplane.source_vsphere import DatastoreFiles
 from failback.domain.vsphere import VCenterCredentials
+from failback.ports.azure import AzureCompute, ClientSecret, OperationHandle, OperationStatus
 from failback.ports.vsphere import NewDisk, NewVM, VMPlacement
+from testbed.azure.process import AzureEmulator
 from testbed.guest import GuestDisk, datastore_directories, flat_file
+from testbed.leaks import LeakGuard
 from testbed.vcsim import VCenter
 
 DISK = 4 << 20
+
+
+class SasRecorder:
+    """The adapter, with every SAS URL its grants return added to the leak guard's secrets."""
+
+    def __init__(self, inner: AzureCompute, guard: LeakGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+        self.sas_urls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def wait(self, handle: OperationHandle) -> OperationStatus:
+        status = await self._inner.wait(handle)
+        if status.result:
+            self.sas_urls.append(status.result)
+            self._guard.secrets.append(status.result)
+            self._guard.secrets.append(status.result.split("sig=", 1)[1].split("&", 1)[0])
+        return status
+
+
+@contextlib.asynccontextmanager
+async def guarded_compute(emulator: AzureEmulator, guard: LeakGuard) -> AsyncIterator[SasRecorder]:
+    """The product's Azure adapter on the emulator (quick polls, a generous write budget),
+    recording every SAS URL into ``guard``."""
+    adapter = AzureClientsAdapter(
+        AzureOptions(
+            arm_endpoint=emulator.arm_url,
+            authority=emulator.authority,
+            ca_file=str(emulator.ca_file),
+            poll_interval=0.05,
+            connect_timeout=5.0,
+            read_timeout=10.0,
+            retries=3,
+            max_inline_wait=1.0,
+            writes_per_hour=36_000.0,
+        )
+    )
+    identity = ClientSecret(emulator.tenant_id, emulator.client_id, emulator.client_secret)
+    try:
+        yield SasRecorder(await adapter.compute(identity, emulator.subscription_id), guard)
+    finally:
+        await adapter.close()
 
 
 @pytest.fixture(scope="module")

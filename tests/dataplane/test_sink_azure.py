@@ -16,7 +16,6 @@ from typing import Any, cast
 
 import pytest
 
-from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
 from failback.adapters.azure.compute import vm_body
 from failback.dataplane.journal import (
     Batch,
@@ -44,15 +43,15 @@ from failback.ports.azure import (
     AzureCompute,
     AzureThrottled,
     AzureUnavailable,
-    ClientSecret,
     OperationHandle,
     OperationKind,
-    OperationStatus,
     PowerState,
     VMDeployment,
 )
 from testbed.azure.process import AzureEmulator
 from testbed.leaks import LeakGuard, guard_logs
+
+from .conftest import guarded_compute
 
 pytestmark = pytest.mark.testbed
 
@@ -91,45 +90,10 @@ def leak_guard(emulator: AzureEmulator) -> Iterator[LeakGuard]:
         yield guard
 
 
-class SasRecorder:
-    """The adapter, with every SAS URL its grants return added to the leak guard's secrets."""
-
-    def __init__(self, inner: AzureCompute, guard: LeakGuard) -> None:
-        self._inner = inner
-        self._guard = guard
-        self.sas_urls: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def wait(self, handle: OperationHandle) -> OperationStatus:
-        status = await self._inner.wait(handle)
-        if status.result:
-            self.sas_urls.append(status.result)
-            self._guard.secrets.append(status.result)
-            self._guard.secrets.append(status.result.split("sig=", 1)[1].split("&", 1)[0])
-        return status
-
-
 @pytest.fixture
 async def compute(emulator: AzureEmulator, leak_guard: LeakGuard) -> AsyncIterator[AzureCompute]:
-    adapter = AzureClientsAdapter(
-        AzureOptions(
-            arm_endpoint=emulator.arm_url,
-            authority=emulator.authority,
-            ca_file=str(emulator.ca_file),
-            poll_interval=0.05,
-            connect_timeout=5.0,
-            read_timeout=10.0,
-            retries=3,
-            max_inline_wait=1.0,
-            writes_per_hour=36_000.0,
-        )
-    )
-    identity = ClientSecret(emulator.tenant_id, emulator.client_id, emulator.client_secret)
-    recorder = SasRecorder(await adapter.compute(identity, emulator.subscription_id), leak_guard)
-    yield cast(AzureCompute, recorder)
-    await adapter.close()
+    async with guarded_compute(emulator, leak_guard) as recorder:
+        yield cast(AzureCompute, recorder)
     for url in recorder.sas_urls:
         assert "sig=" in url
 
