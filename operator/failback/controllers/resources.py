@@ -10,7 +10,8 @@ credential and HTTP session closed):
 - ``vsphere``: the vSphere session cache, one session per vCenter and user;
 - ``azure``: the Azure clients, one credential per identity;
 - ``health``: the mutual-TLS client of the process servers' health API;
-- ``master_targets``: the mutual-TLS client of the master target services' health API.
+- ``master_targets``: the mutual-TLS client of the master target services' health API
+  (both over one transport: one aiohttp session, one SSL context per TLS Secret).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import kopf
 from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
 from failback.adapters.kubernetes import KubeReads
 from failback.adapters.mastertarget.client import HealthClient as MasterTargetHealthClient
+from failback.adapters.mtls import MutualTLS
 from failback.adapters.processserver.client import HealthClient
 from failback.adapters.vsphere import Sessions
 from failback.settings import Settings
@@ -39,6 +41,7 @@ class Shared:
 
 
 def open_shared(settings: Settings) -> Shared:
+    services = MutualTLS(settings.process_server_timeout)
     return Shared(
         kube=KubeReads(),
         vsphere=Sessions(
@@ -49,8 +52,8 @@ def open_shared(settings: Settings) -> Shared:
             idle_logout=settings.vsphere_idle_logout,
         ),
         azure=AzureClientsAdapter(AzureOptions.from_settings(settings)),
-        health=HealthClient(settings.process_server_timeout),
-        master_targets=MasterTargetHealthClient(settings.process_server_timeout),
+        health=HealthClient(mtls=services),
+        master_targets=MasterTargetHealthClient(mtls=services),
     )
 
 
@@ -74,5 +77,5 @@ async def close(memo: kopf.Memo) -> None:
     await found.vsphere.close()
     await found.azure.close()
     await found.health.close()
-    await found.master_targets.close()
+    await found.master_targets.close()  # the same transport: closing twice is harmless
     found.kube.close()
