@@ -430,7 +430,6 @@ def run_process_server(args: argparse.Namespace) -> int:
     # Imported here: the operator's process never loads the data plane.
     from failback.adapters.azure.clients import ARM_ENDPOINT, AzureClientsAdapter, AzureOptions
     from failback.adapters.azure.credentials import SecretKeyMissing, identity_from_secret
-    from failback.adapters.vsphere.session import Sessions
     from failback.dataplane import mt, ps
     from failback.domain.vsphere import SecretProblem, parse_vcenter_secret
     from failback.errors import Permanent
@@ -476,8 +475,13 @@ def run_process_server(args: argparse.Namespace) -> int:
         return await adapter.compute(identity, subscription_id)
 
     vcenter_for = None
-    sessions = Sessions()
+    closers = [adapter.close]
     if args.vcenter_credentials:
+        # Imported here: pyVmomi is loaded only by a PS that replicates OnPremToAzure.
+        from failback.adapters.vsphere.session import Sessions
+
+        sessions = Sessions()
+        closers.append(sessions.close)
         try:
             vcenter = parse_vcenter_secret(_read_secret_dir(args.vcenter_credentials))
         except SecretProblem as exc:
@@ -494,8 +498,8 @@ def run_process_server(args: argparse.Namespace) -> int:
         vcenter_for = connect
 
     async def closing() -> None:
-        await adapter.close()
-        await sessions.close()
+        for close in closers:
+            await close()
 
     try:
         return ps.serve(
