@@ -50,6 +50,12 @@ VERBS: tuple[Verb, ...] = (
         None,
     ),
     Verb(
+        "plan",
+        "what an SRE does with a FailbackPlan: status and step log, start, cancel, approve, "
+        "dry run",
+        None,
+    ),
+    Verb(
         "demo",
         "fail back the sample plan on the embedded test bed (see `make demo`)",
         "the end-to-end failback is not built yet; `make demo` brings up the test bed",
@@ -324,7 +330,23 @@ def build_parser() -> argparse.ArgumentParser:
             _master_target_arguments(sub)
         elif verb.name == "process-server":
             _process_server_arguments(sub)
+        elif verb.name == "plan":
+            _plan_arguments(sub)
     return parser
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        choices=("status", "start", "cancel", "approve", "dry-run"),
+        help="status: phase, conditions and step log; start: spec.activeSite=OnPrem; "
+        "cancel: spec.activeSite=Azure (before commit); approve: commit the current run "
+        "(Manual commit); dry-run: spec.dryRun=true (--off: false)",
+    )
+    parser.add_argument("name", help="the FailbackPlan")
+    parser.add_argument("-n", "--namespace", default="failback-system", help="its namespace")
+    parser.add_argument("--kubeconfig", metavar="FILE", help="default: in-cluster, or ~/.kube")
+    parser.add_argument("--off", action="store_true", help="with dry-run: set it to false")
 
 
 def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
@@ -510,9 +532,27 @@ def run_process_server(args: argparse.Namespace) -> int:
         return 1
 
 
+def run_plan(args: argparse.Namespace) -> int:
+    from failback import planctl
+
+    try:
+        plans = planctl.Plans(planctl.connect(args.kubeconfig), args.namespace)
+        if args.action == "status":
+            print(planctl.status_text(plans.get(args.name)))
+        elif args.action == "dry-run":
+            print(planctl.dry_run(plans, args.name, on=not args.off))
+        else:
+            print(planctl.VERBS[args.action](plans, args.name))
+    except planctl.PlanError as exc:
+        print(f"failback plan {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "operator": run_operator,
     "process-server": run_process_server,
+    "plan": run_plan,
     "master-target": run_master_target,
 }
 
