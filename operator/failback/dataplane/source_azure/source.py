@@ -27,6 +27,7 @@ one after another, with one sequence of batch numbers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import enum
@@ -113,6 +114,8 @@ class SourceSettings:
     ``snapshot_window`` seconds (Azure: 7 per 5 minutes)."""
     max_inline_wait: float = 5.0
     """A throttle asking to wait longer than this is raised as ``AzureThrottled(delay)``."""
+    read_ahead: int = 3
+    """Ranged GETs in flight per disk while earlier extents are consumed (1: one at a time)."""
     blob_retries: int = 2
     """Retries of one page-blob request after a short transient fault."""
     request_timeout: float = 60.0
@@ -131,6 +134,8 @@ class SourceSettings:
             raise ValueError(f"read_chunk must not exceed {MAX_EXTENT}")
         if not 1 <= self.max_results <= 10_000:
             raise ValueError("max_results must be 1..10000")
+        if self.read_ahead < 1:
+            raise ValueError("read_ahead must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,24 @@ def _ssl_context(settings: SourceSettings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=settings.ca_file)
 
 
+@dataclass
+class _Read:
+    """One ranged GET and the extents it carries."""
+
+    lo: int
+    hi: int
+    pieces: tuple[PageRange, ...]
+    task: asyncio.Future[bytes] | None = None
+
+
+@dataclass
+class _Zeros:
+    extents: list[Extent]
+
+
+_Work = _Read | _Zeros
+
+
 class DiskCycle:
     """One open cycle of one disk: read its extents (once), then leave the ``async with``."""
 
@@ -246,12 +269,66 @@ class DiskCycle:
         return self.report.source_time
 
     async def extents(self) -> AsyncIterator[Extent]:
-        """Every extent of the cycle in offset order (can be iterated once)."""
+        """Every extent of the cycle in offset order (can be iterated once).
+
+        Up to ``settings.read_ahead`` ranged GETs are in flight while earlier extents are
+        consumed; the extents come out in the same order whatever the timing, so a cycle
+        read again after a crash gives the same batches."""
         if self._started:
             raise RuntimeError(f"the extents of cycle {self.snapshot.name} were read already")
         if self.closed:
             raise RuntimeError(f"cycle {self.snapshot.name} is closed (its SAS is revoked)")
         self._started = True
+        report = self.report
+        window: collections.deque[_Work] = collections.deque()
+        ahead = self.source.settings.read_ahead
+        try:
+            async for work in self._plan():
+                window.append(work)
+                self._start(window, ahead)
+                while sum(isinstance(w, _Read) for w in window) > ahead:
+                    for ext in await self._done(window.popleft()):
+                        yield ext
+                    self._start(window, ahead)
+            while window:
+                for ext in await self._done(window.popleft()):
+                    yield ext
+                self._start(window, ahead)
+        finally:
+            for work in window:
+                if isinstance(work, _Read) and work.task is not None:
+                    work.task.cancel()
+            await asyncio.gather(
+                *(w.task for w in window if isinstance(w, _Read) and w.task is not None),
+                return_exceptions=True,
+            )
+        self._finish(report)
+
+    def _start(self, window: collections.deque[_Work], ahead: int) -> None:
+        """Start the GETs of the first ``ahead`` reads of ``window`` (no more in flight)."""
+        for work in [w for w in window if isinstance(w, _Read)][:ahead]:
+            if work.task is None:
+                work.task = asyncio.ensure_future(self._blob.read(work.lo, work.hi - work.lo))
+
+    async def _done(self, work: _Work) -> list[Extent]:
+        """The extents of one planned piece of work, in order (awaiting its read)."""
+        if isinstance(work, _Zeros):
+            return work.extents
+        if work.task is None:
+            work.task = asyncio.ensure_future(self._blob.read(work.lo, work.hi - work.lo))
+        data = await work.task
+        report = self.report
+        report.bytes_read += len(data)
+        out = []
+        for r in work.pieces:
+            piece = data[r.start - work.lo : r.end - work.lo]
+            report.bytes_changed += len(piece)
+            report.extents += 1
+            out.append(Extent.of(self.source.disk_id, r.start, piece))
+        return out
+
+    async def _plan(self) -> AsyncIterator[_Work]:
+        """The cycle as a sequence of reads (coalesced ranges) and zero extents."""
         settings = self.source.settings
         size = self.report.size_bytes
         disk_id = self.source.disk_id
@@ -260,27 +337,21 @@ class DiskCycle:
         previous = self._previous if report.mode is CycleMode.INCREMENTAL else None
         pending: list[PageRange] = []
 
-        async def flush() -> AsyncIterator[Extent]:
+        def flush() -> list[_Work]:
             if not pending:
-                return
-            lo, hi = pending[0].start, pending[-1].end
-            data = await self._blob.read(lo, hi - lo)
-            report.bytes_read += len(data)
-            for r in pending:
-                piece = data[r.start - lo : r.end - lo]
-                report.bytes_changed += len(piece)
-                report.extents += 1
-                yield Extent.of(disk_id, r.start, piece)
+                return []
+            work = _Read(pending[0].start, pending[-1].end, tuple(pending))
             pending.clear()
+            return [work]
 
-        def zeros(start: int, end: int) -> list[Extent]:
+        def zeros(start: int, end: int) -> list[_Work]:
             out = []
             for at in range(start, end, MAX_EXTENT):
                 length = min(MAX_EXTENT, end - at)
                 report.bytes_cleared += length
                 report.extents += 1
                 out.append(Extent.zero(disk_id, at, length))
-            return out
+            return [_Zeros(out)] if out else []
 
         async def listing(seg_start: int, seg_end: int) -> AsyncIterator[PageRange]:
             nonlocal previous, resync
@@ -296,7 +367,7 @@ class DiskCycle:
                 if not first or err.code != NOT_SAME_FAMILY:
                     raise
             # The very first diff answer says the base is of another snapshot family (the
-            # disk was recreated under the same name): nothing was sent yet, so resync.
+            # disk was recreated under the same name): nothing was read yet, so resync.
             previous, resync = None, True
             report.mode = CycleMode.FULL_RESYNC
             report.reason = (
@@ -315,17 +386,13 @@ class DiskCycle:
             cursor = seg_start
             async for r in listing(seg_start, seg_end):
                 if resync and r.start > cursor:
-                    async for ext in flush():
-                        yield ext
-                    for ext in zeros(cursor, r.start):
-                        yield ext
+                    for work in [*flush(), *zeros(cursor, r.start)]:
+                        yield work
                 cursor = r.end
                 if r.cleared:
                     report.ranges_cleared += 1
-                    async for ext in flush():
-                        yield ext
-                    for ext in zeros(r.start, r.end):
-                        yield ext
+                    for work in [*flush(), *zeros(r.start, r.end)]:
+                        yield work
                     continue
                 report.ranges_changed += 1
                 # Split a range longer than one read; coalesce short neighbours.
@@ -335,14 +402,16 @@ class DiskCycle:
                         piece.start - pending[-1].end > settings.coalesce_gap
                         or piece.end - pending[0].start > settings.read_chunk
                     ):
-                        async for ext in flush():
-                            yield ext
+                        for work in flush():
+                            yield work
                     pending.append(piece)
-            async for ext in flush():
-                yield ext
+            for work in flush():
+                yield work
             if resync and cursor < seg_end:
-                for ext in zeros(cursor, seg_end):
-                    yield ext
+                for work in zeros(cursor, seg_end):
+                    yield work
+
+    def _finish(self, report: CycleReport) -> None:
         self.finished = True
         log.info(
             "cycle %s of disk %s (%s) read: %d changed bytes in %d ranges, %d cleared in %d, "
