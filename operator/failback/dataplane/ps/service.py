@@ -316,7 +316,7 @@ class ProcessServerService:
 
     async def delete_session(self, request: web.Request) -> web.Response:
         session = self._find(request)
-        await session.stop()
+        await session.stop(finish_cleanup=True)
         left = await self._delete_snapshots(session)
         self.store.delete(session.spec.namespace, session.spec.name)
         del self.sessions[session.spec.key]

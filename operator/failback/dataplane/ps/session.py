@@ -58,6 +58,8 @@ SourceFactory = Callable[[SessionState], Awaitable[GroupSource]]
 RETRY_BASE = 0.5
 RETRY_CAP = 30.0
 SEND_ATTEMPTS_ON_DAMAGE = 3
+CLEANUP_PATIENCE = 60.0
+"""Seconds a DELETE waits for the session's snapshot cleanup under way."""
 
 
 def batch_weight(batch: Batch) -> int:
@@ -161,8 +163,14 @@ class Session:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"session {self.spec.key}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, finish_cleanup: bool = False) -> None:
+        """Stop the session's loop. ``finish_cleanup``: let a snapshot cleanup under way end
+        first (a DELETE does, so its own cleanup does not race it); a shutdown cancels it
+        (it is done again after the restart)."""
         if self._cleanup is not None and not self._cleanup.done():
+            if finish_cleanup:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._cleanup), CLEANUP_PATIENCE)
             self._cleanup.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._cleanup

@@ -209,6 +209,10 @@ class AzureDisks:
                 except AzureNotFound:
                     pass
                 except Exception as exc:
+                    # A delete already under way (a cleanup) may refuse a second one.
+                    with contextlib.suppress(Exception):
+                        if await self.compute.get_snapshot(source.resource_group, name) is None:
+                            continue
                     log.warning("deleting snapshot %s failed: %s", name, exc)
                     left.append(name)
         return left
