@@ -4,7 +4,15 @@ is held back here instead of earning a 429."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from failback.ports.azure import AzureThrottled
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Pacer:
@@ -32,3 +40,38 @@ class Pacer:
 
     def block_for(self, seconds: float) -> None:
         self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
+async def paced(
+    pacer: Pacer,
+    begin: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    limit: str,
+    max_inline_wait: float,
+) -> T:
+    """``begin()`` (one snapshot write), held back by ``pacer``: a wait longer than
+    ``max_inline_wait`` is raised as ``AzureThrottled(delay, code="SnapshotRatePaced")``
+    without sending anything; a 429 from Azure is waited once when its Retry-After is short,
+    else raised, and the pacer remembers it so the next try is paced here."""
+    for attempt in (1, 2):
+        wait = pacer.wait_time()
+        if wait > max_inline_wait:
+            raise AzureThrottled(
+                f"{what}: at most {limit}; next one in {wait:.1f} s",
+                delay=wait,
+                code="SnapshotRatePaced",
+            )
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            result = await begin()
+        except AzureThrottled as err:
+            pacer.block_for(err.delay)
+            if attempt == 2 or err.delay > max_inline_wait:
+                raise
+            log.warning("%s throttled; waiting %.1f s once", what, err.delay)
+            continue
+        pacer.taken()
+        return result
+    raise AssertionError("unreachable")

@@ -265,7 +265,8 @@ class AzureReplicas:
             )
         )
         self.last_seq = batch.seq
-        self._save()
+        # fsync'd off the event loop: the reader and encoder keep going meanwhile.
+        await asyncio.to_thread(self._save)
         return True
 
     async def commit(self, point_id: str, source_time: dt.datetime, app_consistent: bool) -> None:

@@ -49,14 +49,13 @@ from failback.dataplane.journal import (
     SequenceError,
 )
 from failback.dataplane.journal.model import validate_batch
-from failback.dataplane.pacing import Pacer
+from failback.dataplane.pacing import Pacer, paced
 from failback.dataplane.source_azure.pageblob import MAX_PAGE_WRITE, PageBlob, RequestCounts
 from failback.errors import Permanent
 from failback.ports.azure import (
     AzureCompute,
     AzureConflict,
     AzureNotFound,
-    AzureThrottled,
     ManagedDisk,
     OperationHandle,
     OperationKind,
@@ -705,32 +704,18 @@ class ManagedDiskSink:
         self, name: str, disk: ManagedDisk, tags: Mapping[str, str]
     ) -> OperationHandle:
         """One snapshot write, paced; a throttle asking for a short wait is waited once."""
-        for attempt in (1, 2):
-            wait = self._pacer.wait_time()
-            if wait > self.settings.max_inline_wait:
-                raise AzureThrottled(
-                    f"snapshot of replica {self.disk_name}: at most "
-                    f"{self.settings.snapshots_per_window} per {self.settings.snapshot_window:g} s"
-                    f"; next one in {wait:.1f} s",
-                    delay=wait,
-                    code="SnapshotRatePaced",
-                )
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                handle = await self._arm(
-                    self.compute.begin_snapshot_create(self.resource_group, name, disk, tags)
-                )
-            except AzureThrottled as err:
-                self._pacer.block_for(err.delay)
-                if attempt == 2 or err.delay > self.settings.max_inline_wait:
-                    raise
-                log.warning("snapshot %s throttled; waiting %.1f s once", name, err.delay)
-                continue
-            self._pacer.taken()
-            assert isinstance(handle, OperationHandle)
-            return handle
-        raise AssertionError("unreachable")
+        settings = self.settings
+        handle = await paced(
+            self._pacer,
+            lambda: self._arm(
+                self.compute.begin_snapshot_create(self.resource_group, name, disk, tags)
+            ),
+            what=f"snapshot of replica {self.disk_name}",
+            limit=f"{settings.snapshots_per_window} per {settings.snapshot_window:g} s",
+            max_inline_wait=settings.max_inline_wait,
+        )
+        assert isinstance(handle, OperationHandle)
+        return handle
 
     async def commit_point(
         self, point_id: str, source_time: dt.datetime, app_consistent: bool

@@ -15,11 +15,11 @@ Public surface::
 blobs behind the SAS URLs are read here with aiohttp. See docs/source-azure.md.
 """
 
+from failback.dataplane.extents import CycleMode
 from failback.dataplane.source_azure.pageblob import PageBlob, PageRange, RequestCounts
 from failback.dataplane.source_azure.source import (
     RESIZE_BOUNDARY,
     BaseSnapshot,
-    CycleMode,
     CycleNotFinished,
     CycleReport,
     DiskCycle,

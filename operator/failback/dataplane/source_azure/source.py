@@ -30,7 +30,6 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import enum
 import logging
 import ssl
 import time
@@ -40,15 +39,16 @@ from typing import Any
 
 import aiohttp
 
+from failback.dataplane.extents import CycleMode, zero_extents
+from failback.dataplane.extents import batched as shared_batched
 from failback.dataplane.journal.model import MAX_EXTENT, SECTOR, Batch, Extent
-from failback.dataplane.pacing import Pacer
+from failback.dataplane.pacing import Pacer, paced
 from failback.dataplane.source_azure.pageblob import PageBlob, PageRange, RequestCounts
 from failback.errors import Permanent
 from failback.ports.azure import (
     AzureCompute,
     AzureNotFound,
     AzurePermanent,
-    AzureThrottled,
     ManagedDisk,
     OperationHandle,
     Snapshot,
@@ -74,12 +74,6 @@ def guest_size(blob_size: int) -> int:
     if blob_size % (1 << 20) == VHD_FOOTER:
         return blob_size - VHD_FOOTER
     return blob_size
-
-
-class CycleMode(enum.StrEnum):
-    INITIAL = "Initial"
-    INCREMENTAL = "Incremental"
-    FULL_RESYNC = "FullResync"
 
 
 class CycleNotFinished(Permanent):
@@ -345,12 +339,9 @@ class DiskCycle:
             return [work]
 
         def zeros(start: int, end: int) -> list[_Work]:
-            out = []
-            for at in range(start, end, MAX_EXTENT):
-                length = min(MAX_EXTENT, end - at)
-                report.bytes_cleared += length
-                report.extents += 1
-                out.append(Extent.zero(disk_id, at, length))
+            out = zero_extents(disk_id, start, end)
+            report.bytes_cleared += max(0, end - start)
+            report.extents += len(out)
             return [_Zeros(out)] if out else []
 
         async def listing(seg_start: int, seg_end: int) -> AsyncIterator[PageRange]:
@@ -443,21 +434,13 @@ async def batched(
 ) -> AsyncIterator[Batch]:
     """``extents`` in batches of at most ``batch_bytes`` data bytes and ``batch_extents``
     extents (a single larger extent goes alone), numbered ``first_seq``, ``first_seq + 1``…"""
-    max_bytes = batch_bytes or settings.batch_bytes
-    max_count = batch_extents or settings.batch_extents
-    seq = first_seq
-    current: list[Extent] = []
-    size = 0
-    async for ext in extents:
-        weight = ext.length if ext.data is not None else 0
-        if current and (size + weight > max_bytes or len(current) >= max_count):
-            yield Batch(seq, tuple(current))
-            seq += 1
-            current, size = [], 0
-        current.append(ext)
-        size += weight
-    if current:
-        yield Batch(seq, tuple(current))
+    async for batch in shared_batched(
+        extents,
+        first_seq,
+        max_bytes=batch_bytes or settings.batch_bytes,
+        max_count=batch_extents or settings.batch_extents,
+    ):
+        yield batch
 
 
 class ManagedDiskSource:
@@ -510,32 +493,18 @@ class ManagedDiskSource:
     async def _begin_snapshot(self, name: str, disk: ManagedDisk) -> OperationHandle:
         """One snapshot write, paced; a throttle that asks for a short wait is waited once."""
         tags = {"failback.io/disk": self.disk_name, "failback.io/role": "replication-cycle"}
-        for attempt in (1, 2):
-            wait = self._pacer.wait_time()
-            if wait > self.settings.max_inline_wait:
-                raise AzureThrottled(
-                    f"snapshot of disk {self.disk_name}: at most "
-                    f"{self.settings.snapshots_per_window} per {self.settings.snapshot_window:g} s"
-                    f"; next one in {wait:.1f} s",
-                    delay=wait,
-                    code="SnapshotRatePaced",
-                )
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                handle = await self._arm(
-                    self.compute.begin_snapshot_create(self.resource_group, name, disk, tags)
-                )
-            except AzureThrottled as err:
-                self._pacer.block_for(err.delay)
-                if attempt == 2 or err.delay > self.settings.max_inline_wait:
-                    raise
-                log.warning("snapshot of disk %s throttled; waiting %.1f s once", name, err.delay)
-                continue
-            self._pacer.taken()
-            assert isinstance(handle, OperationHandle)
-            return handle
-        raise AssertionError("unreachable")
+        settings = self.settings
+        handle = await paced(
+            self._pacer,
+            lambda: self._arm(
+                self.compute.begin_snapshot_create(self.resource_group, name, disk, tags)
+            ),
+            what=f"snapshot of disk {self.disk_name}",
+            limit=f"{settings.snapshots_per_window} per {settings.snapshot_window:g} s",
+            max_inline_wait=settings.max_inline_wait,
+        )
+        assert isinstance(handle, OperationHandle)
+        return handle
 
     async def take_snapshot(self, handle: OperationHandle | None = None) -> Snapshot:
         """The snapshot of the next cycle, finished. If it exists already (a cycle that

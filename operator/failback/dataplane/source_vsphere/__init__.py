@@ -18,6 +18,7 @@ Public surface::
 docs/source-vsphere.md.
 """
 
+from failback.dataplane.extents import CycleMode, batched
 from failback.dataplane.source_vsphere.changes import (
     ALL,
     ChangeTracking,
@@ -30,7 +31,6 @@ from failback.dataplane.source_vsphere.changes import (
 )
 from failback.dataplane.source_vsphere.files import DatastoreFiles, DiskFileNotFound
 from failback.dataplane.source_vsphere.source import (
-    CycleMode,
     CycleNotFinished,
     CycleReport,
     DiskCycle,
@@ -44,7 +44,6 @@ from failback.dataplane.source_vsphere.source import (
     VMSource,
     VMState,
     VSphereDiskSource,
-    batched,
     gaps,
     plan_reads,
 )

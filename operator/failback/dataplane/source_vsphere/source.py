@@ -25,15 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import enum
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from failback.api.conditions import Reason
+from failback.dataplane.extents import CycleMode, batched, zero_extents
 from failback.dataplane.journal.model import MAX_EXTENT, SECTOR, Batch, Extent
 from failback.dataplane.source_vsphere.changes import (
     ALL,
@@ -55,12 +55,6 @@ from failback.ports.vsphere import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class CycleMode(enum.StrEnum):
-    INITIAL = "Initial"
-    INCREMENTAL = "Incremental"
-    FULL_RESYNC = "FullResync"
 
 
 class UserSnapshotPresent(Permanent):
@@ -240,30 +234,6 @@ def gaps(areas: Sequence[ChangedArea], size: int) -> list[tuple[int, int]]:
     if cursor < size:
         out.append((cursor, size))
     return out
-
-
-def zero_extents(disk_id: str, start: int, end: int) -> list[Extent]:
-    return [
-        Extent.zero(disk_id, at, min(MAX_EXTENT, end - at)) for at in range(start, end, MAX_EXTENT)
-    ]
-
-
-async def batched(
-    extents: AsyncIterable[Extent], first_seq: int, *, max_bytes: int, max_count: int
-) -> AsyncIterator[Batch]:
-    """``extents`` in batches of at most ``max_bytes`` data bytes and ``max_count`` extents
-    (a single larger extent goes alone), numbered ``first_seq``, ``first_seq + 1``…"""
-    seq, current, size = first_seq, list[Extent](), 0
-    async for ext in extents:
-        weight = ext.length if ext.data is not None else 0
-        if current and (size + weight > max_bytes or len(current) >= max_count):
-            yield Batch(seq, tuple(current))
-            seq += 1
-            current, size = [], 0
-        current.append(ext)
-        size += weight
-    if current:
-        yield Batch(seq, tuple(current))
 
 
 def _pread(path: Path, offset: int, length: int) -> bytes:
