@@ -436,11 +436,11 @@ def run_master_target(args: argparse.Namespace) -> int:
         return 1
 
 
-def _read_secret_dir(directory: str) -> dict[str, str]:
+def _read_secret_dir(flag: str, directory: str) -> dict[str, str]:
     """A mounted Secret: one file per key (Kubernetes' hidden ``..data`` entries skipped)."""
     path = Path(directory)
     if not path.is_dir():
-        raise UsageError(f"--azure-credentials {directory}: not a directory (mount the Secret)")
+        raise UsageError(f"{flag} {directory}: not a directory (mount the Secret)")
     return {
         f.name: f.read_text()
         for f in sorted(path.iterdir())
@@ -480,7 +480,9 @@ def run_process_server(args: argparse.Namespace) -> int:
     if args.azure_writes_per_hour <= 0 or args.azure_poll_interval <= 0:
         raise UsageError("--azure-writes-per-hour and --azure-poll-interval must be positive")
     try:
-        identity = identity_from_secret(_read_secret_dir(args.azure_credentials))
+        identity = identity_from_secret(
+            _read_secret_dir("--azure-credentials", args.azure_credentials)
+        )
     except SecretKeyMissing as exc:
         raise UsageError(f"--azure-credentials {args.azure_credentials}: {exc}") from exc
     adapter = AzureClientsAdapter(
@@ -505,7 +507,9 @@ def run_process_server(args: argparse.Namespace) -> int:
         sessions = Sessions()
         closers.append(sessions.close)
         try:
-            vcenter = parse_vcenter_secret(_read_secret_dir(args.vcenter_credentials))
+            vcenter = parse_vcenter_secret(
+                _read_secret_dir("--vcenter-credentials", args.vcenter_credentials)
+            )
         except SecretProblem as exc:
             raise UsageError(f"--vcenter-credentials {args.vcenter_credentials}: {exc}") from exc
 

@@ -199,3 +199,58 @@ def test_master_target_with_an_unusable_certificate_cannot_start(
     assert cli.main(_mt_argv(tmp_path)) == 1
     err = capsys.readouterr().err
     assert "failback master-target: cannot start: cannot use --cert" in err
+
+
+def _ps_argv(tmp_path: Path, *extra: str) -> list[str]:
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / name).write_bytes(b"x")
+    creds = tmp_path / "azure"
+    creds.mkdir(exist_ok=True)
+    for key in ("tenantId", "clientId", "clientSecret"):
+        (creds / key).write_text("x")
+    return [
+        "process-server", "--listen", "127.0.0.1:9443", "--cert", str(tmp_path / "tls.crt"),
+        "--key", str(tmp_path / "tls.key"), "--client-ca", str(tmp_path / "ca.crt"),
+        "--state-dir", str(tmp_path / "state"), "--azure-credentials", str(creds), *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--listen", "127.0.0.1:0"], "--listen 127.0.0.1:0: the port must be"),
+        (["--max-queue", "lots"], "--max-queue lots: use bytes, or a size like 64Mi"),
+        (["--batch-size", "1000"], "--batch-size 1000: a multiple of 512 bytes"),
+        (["--batch-size", "128Mi"], "--max-queue 64Mi: must hold at least one batch"),
+        (["--compression-level", "20"], "--compression-level 20: 0 (off) to 19"),
+        (["--snapshot-rate", "often"], "--snapshot-rate often: use COUNT/DURATION"),
+        (["--datastore", "LocalDS_0"], "--datastore LocalDS_0: use --datastore NAME=DIR"),
+        (["--datastore", "ds=/nonexistent"], "/nonexistent is not a directory"),
+        (["--mt-ca", "/nonexistent/ca.crt"], "--mt-ca /nonexistent/ca.crt: no such file"),
+        (["--control-plane", "https://:x"], "--control-plane https://:x"),
+        (["--azure-poll-interval", "0"], "--azure-poll-interval must be positive"),
+    ],
+)
+def test_process_server_flag_errors_name_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(_ps_argv(tmp_path, *extra))
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("failback process-server: error: ")
+    assert message in err
+
+
+def test_process_server_credentials_are_checked_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _ps_argv(tmp_path)
+    (tmp_path / "azure" / "clientSecret").unlink()
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert "the Secret has no key clientSecret" in capsys.readouterr().err
+    argv = _ps_argv(tmp_path, "--vcenter-credentials", str(tmp_path / "nope"))
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert "--vcenter-credentials " in capsys.readouterr().err

@@ -108,16 +108,16 @@ def parse_duration(value: str) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
-def parse_size(value: str) -> int:
+def parse_size(value: str, flag: str = "--capacity") -> int:
     """Bytes: ``1099511627776``, ``64Mi``, ``1Ti``, ``500G`` (powers of 1024 or 1000)."""
     match = _SIZE_RE.match(value.strip())
     if not match:
-        raise ConfigError(f"--capacity {value}: use bytes, or a size like 64Mi, 500Gi or 1Ti")
+        raise ConfigError(f"{flag} {value}: use bytes, or a size like 64Mi, 500Gi or 1Ti")
     number, unit = int(match.group(1)), match.group(2)
     if unit:
         number *= (1024 if unit.endswith("i") else 1000) ** _POWERS[unit[0]]
     if number <= 0:
-        raise ConfigError(f"--capacity {value}: must be more than 0 bytes")
+        raise ConfigError(f"{flag} {value}: must be more than 0 bytes")
     return number
 
 

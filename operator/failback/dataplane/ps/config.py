@@ -105,11 +105,8 @@ def build_config(
     directory = Path(state_dir).absolute()
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--state-dir {state_dir}: not a directory")
-    try:
-        queue_bytes = parse_size(max_queue)
-        batch_bytes = parse_size(batch_size)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("--capacity", "--max-queue/--batch-size")) from exc
+    queue_bytes = parse_size(max_queue, "--max-queue")
+    batch_bytes = parse_size(batch_size, "--batch-size")
     if batch_bytes % 512 or batch_bytes > 256 << 20:
         raise ConfigError(f"--batch-size {batch_size}: a multiple of 512 bytes, at most 256Mi")
     if queue_bytes < batch_bytes:
