@@ -97,6 +97,21 @@ def _operator_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between level-based re-checks of an unchanged object (default: 60)",
     )
+    parser.add_argument(
+        "--recheck-idle",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long an object must stay unchanged before its re-check (default: 10)",
+    )
+    parser.add_argument(
+        "--replication-interval",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds between two replication cycles of a VM; at most a third of its "
+        "spec.policy.rpoThreshold is used (default: 300)",
+    )
     azure = parser.add_argument_group("Azure (defaults: the public cloud)")
     azure.add_argument(
         "--azure-arm-endpoint",
@@ -159,10 +174,10 @@ def _master_target_arguments(parser: argparse.ArgumentParser) -> None:
         "--disk",
         dest="disks",
         action="append",
-        required=True,
         metavar="ID[=PATH]",
-        help="a target disk (repeatable): its disk UUID, found by --disk-resolver, or "
-        "ID=PATH to name its device or flat image",
+        help="a target disk (repeatable, optional: the operator registers groups with "
+        "PUT /v1/groups/NAME): its disk UUID, found by --disk-resolver, or ID=PATH to name "
+        "its device or flat image",
     )
     parser.add_argument(
         "--disk-resolver",
@@ -363,6 +378,12 @@ def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Sett
         )
     if args.recheck_interval <= 0:
         raise UsageError(f"--recheck-interval must be positive, not {args.recheck_interval:g}")
+    if args.recheck_idle < 0:
+        raise UsageError(f"--recheck-idle must not be negative, not {args.recheck_idle:g}")
+    if args.replication_interval <= 0:
+        raise UsageError(
+            f"--replication-interval must be positive, not {args.replication_interval:g}"
+        )
     if args.azure_writes_per_hour <= 0:
         raise UsageError(
             f"--azure-writes-per-hour must be positive, not {args.azure_writes_per_hour:g}"
@@ -380,6 +401,8 @@ def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Sett
         priority=args.priority,
         liveness_endpoint=args.liveness,
         recheck_interval=args.recheck_interval,
+        recheck_idle=args.recheck_idle,
+        replication_interval=args.replication_interval,
         instance=environ.get("POD_NAME") or environ.get("HOSTNAME") or "failback-operator",
         azure_arm_endpoint=args.azure_arm_endpoint,
         azure_authority=args.azure_authority,

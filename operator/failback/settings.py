@@ -36,6 +36,13 @@ class Settings:
     recheck_interval: float = 60.0
     """Seconds between two level-based re-checks of an object that did not change."""
 
+    plan_interval: float = 5.0
+    """Seconds between two passes of a FailbackPlan (a run's steps are observed this often)."""
+
+    replication_interval: float = 300.0
+    """Seconds between two replication cycles of a VM (capped at a third of its
+    spec.policy.rpoThreshold, so one missed cycle does not breach it)."""
+
     recheck_idle: float = 10.0
     """Seconds an object must stay unchanged before its timer fires (no double work right
     after a change was just reconciled)."""

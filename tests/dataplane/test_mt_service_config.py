@@ -85,6 +85,18 @@ def test_without_groups_every_disk_is_in_default() -> None:
     assert parse_groups(["vm1=a", "vm2=b"], disks) == {"vm1": ("a",), "vm2": ("b",)}
 
 
+def test_without_disks_there_is_no_group() -> None:
+    """The service may start with no disk: the operator registers groups at run time."""
+    assert parse_disks([]) == {}
+    assert parse_groups([], {}) == {}
+
+
+@pytest.mark.parametrize("name", ["groups.json", "groups.json.tmp"])
+def test_a_group_cannot_be_named_like_the_groups_file(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"--group {name}=a: the name '{name}' is reserved"):
+        parse_groups([f"{name}=a"], {"a": Path("/a")})
+
+
 def test_a_disk_listed_twice_in_one_group_is_refused() -> None:
     with pytest.raises(ConfigError, match="disk 'a' is already in group 'vm1'"):
         parse_groups(["vm1=a,a,b"], {"a": Path("/a"), "b": Path("/b")})
@@ -144,7 +156,6 @@ def test_disks_given_by_uuid_alone_or_with_a_path() -> None:
         (["d3"], "--disk d3: use --disk ID=PATH; only a disk UUID"),
         (["d3="], "--disk d3=: use --disk ID=PATH, or --disk UUID alone"),
         ([UUID, f"{UUID}=/x"], f"disk id '{UUID}' is given twice"),
-        ([], "no target disk: pass --disk ID=PATH or --disk UUID"),
     ],
 )
 def test_disks_refused(specs: list[str], words: str) -> None:

@@ -161,7 +161,7 @@ def test_assemble_lists_every_applicable_condition_and_summarizes() -> None:
     judged = [
         rules.references(me, [], 3, NOW),
         Condition(ConditionType.VCENTER_PERMISSIONS, FALSE, "PermissionDenied", "grant X", 3, NOW),
-        *rules.replication_pending(3, NOW),
+        Condition(ConditionType.REPLICATION_HEALTHY, UNKNOWN, Reason.INITIAL_SYNC, "copy", 3, NOW),
         # A condition that does not apply to this spec is dropped, not published.
         Condition(ConditionType.SOURCE_OS_SUPPORTED, TRUE, Reason.CHECK_PASSED, "ok", 3, NOW),
     ]

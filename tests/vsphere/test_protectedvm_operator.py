@@ -181,7 +181,10 @@ async def test_a_protected_vm_is_judged_on_both_sites_and_drift_is_caught(
     assert pvm["status"]["location"]["sync"] == "Delta", pvm["status"]["location"]
     # The Azure side was read through the emulator: the check is past its first pass.
     assert conds["AgentRegistered"][1] != "Initializing", conds["AgentRegistered"]
-    assert conds["ReplicationHealthy"][:2] == ("Unknown", "DataPlaneNotBuilt")
+    # Its process server listens nowhere: replication cannot start, and says where it asked.
+    health = conds["ReplicationHealthy"]
+    assert health[:2] == ("Unknown", "ReplicationFailed"), health
+    assert "https://127.0.0.1:9" in health[2], health
     assert conds["Ready"][0] in {"Unknown", "False"}, "not protected until replication runs"
 
     # Drift: a snapshot on the original VM (R-PRE-2) is caught by the re-check timer.

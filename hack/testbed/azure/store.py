@@ -3,6 +3,13 @@
 Operations complete lazily and deterministically: ``settle`` (called before every
 request and by a background ticker) completes every operation whose emulated end time
 has passed, in end-time order, stamping effects with that end time.
+
+Every history event carries its emulated ``time``/``timestamp`` and ``wall_time``: the real
+wall-clock time (UTC) at which the emulated clock showed ``time``, comparable with other
+processes' clocks (vCenter's events, see ``testbed.invariant``). An event whose emulated
+time was skipped by ``clock/advance`` (an operation that ended inside the jump) gets the
+real time of the jump, never an earlier one: it cannot have happened before the previous
+``settle``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ class Store:
         self.nics: dict[Key, NetworkInterface] = {}
         self._addresses = 0
         self._seq = 0
+        self._wall_floor = 0.0
+        """The real time at which the last ``settle`` read the clock: every event recorded
+        later happened at or after it (``settle`` runs before every clock change)."""
         self.add_resource_group(DEFAULT_RESOURCE_GROUP, DEFAULT_LOCATION)
 
     def next_address(self) -> str:
@@ -70,7 +80,7 @@ class Store:
             "seq": len(self.events) + 1,
             "time": iso(at),
             "timestamp": at,
-            "wall_time": iso(self.clock.wall_time(at)),
+            "wall_time": iso(max(self.clock.wall_time(at), self._wall_floor)),
             "kind": kind,
             "resource_id": resource_id,
             **details,
@@ -235,3 +245,4 @@ class Store:
             op.finished = op.end
             op.output = output
             self.stats.operations["succeeded"] += 1
+        self._wall_floor = self.clock.wall_time(now)

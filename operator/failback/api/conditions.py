@@ -421,6 +421,15 @@ class Reason(_Documented):
         "ReplicationFailed",
         "False: the process server or master target reported an error.",
     )
+    ON_PREM_VM_RUNNING = (
+        "OnPremVMRunning",
+        "False: an on-premises VM holding the target disks is powered on: replication is "
+        "paused and its disks are not written.",
+    )
+    TARGET_DISKS_MISMATCH = (
+        "TargetDisksMismatch",
+        "False: the original VM's disks do not match the Azure VM's (count or size).",
+    )
     UNPROTECTED = (
         "Unprotected",
         "False (R-FLOW-5): the VM runs on-premises and nothing replicates it to Azure yet.",

@@ -196,6 +196,20 @@ class Location:
 
 
 @dataclass(frozen=True)
+class TargetDisk:
+    """One Azure disk and the on-premises disk file it replicates into (recorded before the
+    file is moved to the master target, so a restart finds it again)."""
+
+    source: str
+    """The Azure managed disk's name (the OS disk first, then data disks by LUN)."""
+    file: str
+    """``[datastore] folder/name.vmdk``."""
+    size_bytes: int
+    uuid: str | None = None
+    """The disk's UUID in vCenter (``backing.uuid``): how the master target finds it."""
+
+
+@dataclass(frozen=True)
 class Replication:
     direction: Direction | None = None
     state: ReplicationState | None = None
@@ -204,6 +218,7 @@ class Replication:
     percent: int | None = None
     eta_seconds: int | None = None
     last_cycle_time: dt.datetime | None = None
+    target_disks: tuple[TargetDisk, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,58 @@
-"""The FailbackPlan controller: kopf registrations only; the behaviour lives in services."""
+"""The FailbackPlan controller: kopf registrations only; the behaviour lives in
+``failback.services.failbackplan`` (observe every member, decide, act, log)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 
-from failback.controllers import routing
+from failback.api import failbackplan, merge_patch
+from failback.api.constants import FAILBACK_PLAN
+from failback.controllers import resources, routing
+from failback.controllers.bridge import kopf_errors
+from failback.errors import SpecInvalid
+from failback.services import failbackplan as service
 from failback.settings import Settings
 
 
+def _deps(memo: kopf.Memo) -> service.Deps:
+    shared = resources.shared(memo)
+    return service.Deps(
+        objects=shared.kube,
+        secrets=shared.kube,
+        vcenters=shared.vsphere,
+        azure=shared.azure,
+        sessions=shared.sessions,
+        points=shared.points,
+    )
+
+
+async def reconcile_failbackplan(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Parse, observe every member, act on the decision, write the status and Events."""
+    now = routing.now()
+    old = dict(body.get("status") or {})
+    with kopf_errors():
+        try:
+            plan = failbackplan.parse(body)
+        except SpecInvalid as exc:
+            patch.status.update(merge_patch(old, routing.spec_invalid_status(old, body, exc, now)))
+            raise
+        outcome = await service.reconcile(plan, _deps(memo), now)
+    patch.status.update(merge_patch(old, outcome.status.to_dict()))
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
-    """Publish the conditions that apply to each FailbackPlan, each Unknown until checked."""
-    routing.register(registry, settings, routing.KINDS["FailbackPlan"])
+    """The routed reconcile of FailbackPlans: a run is re-observed every few seconds."""
+    routing.route(
+        registry,
+        settings,
+        FAILBACK_PLAN,
+        reconcile_failbackplan,
+        interval=min(settings.recheck_interval, settings.plan_interval),
+        idle=min(settings.recheck_idle, 1.0),
+    )

@@ -14,13 +14,26 @@ from failback.controllers import resources, routing
 from failback.controllers.bridge import kopf_errors
 from failback.errors import SpecInvalid
 from failback.services import protectedvm as service
+from failback.services import replication
 from failback.settings import Settings
 
 
 def _deps(memo: kopf.Memo) -> service.Dependencies:
     shared = resources.shared(memo)
+    settings: Settings = memo.settings
     return service.Dependencies(
-        objects=shared.kube, secrets=shared.kube, vcenters=shared.vsphere, azure=shared.azure
+        objects=shared.kube,
+        secrets=shared.kube,
+        vcenters=shared.vsphere,
+        azure=shared.azure,
+        replication=replication.Deps(
+            secrets=shared.kube,
+            vcenters=shared.vsphere,
+            azure=shared.azure,
+            sessions=shared.sessions,
+            points=shared.points,
+            interval=settings.replication_interval,
+        ),
     )
 
 
@@ -38,6 +51,8 @@ async def reconcile_protectedvm(
             raise
         outcome = await service.reconcile(vm, _deps(memo), now)
     patch.status.update(merge_patch(old, outcome.status.to_dict()))
+    for message in outcome.events:
+        kopf.info(body, reason="Replication", message=message)
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:

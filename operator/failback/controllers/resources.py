@@ -10,8 +10,10 @@ credential and HTTP session closed):
 - ``vsphere``: the vSphere session cache, one session per vCenter and user;
 - ``azure``: the Azure clients, one credential per identity;
 - ``health``: the mutual-TLS client of the process servers' health API;
-- ``master_targets``: the mutual-TLS client of the master target services' health API
-  (both over one transport: one aiohttp session, one SSL context per TLS Secret).
+- ``master_targets``: the mutual-TLS client of the master target services' health API;
+- ``sessions``, ``points``: the process servers' replication sessions and the master
+  targets' groups and recovery points (all four over one transport: one aiohttp session,
+  one SSL context per TLS Secret).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import kopf
 from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
 from failback.adapters.kubernetes import KubeReads
 from failback.adapters.mastertarget.client import HealthClient as MasterTargetHealthClient
+from failback.adapters.mastertarget.points import PointsClient
 from failback.adapters.mtls import MutualTLS
 from failback.adapters.processserver.client import HealthClient
+from failback.adapters.processserver.sessions import SessionsClient
 from failback.adapters.vsphere import Sessions
 from failback.settings import Settings
 
@@ -38,6 +42,8 @@ class Shared:
     azure: AzureClientsAdapter
     health: HealthClient
     master_targets: MasterTargetHealthClient
+    sessions: SessionsClient
+    points: PointsClient
 
 
 def open_shared(settings: Settings) -> Shared:
@@ -54,6 +60,8 @@ def open_shared(settings: Settings) -> Shared:
         azure=AzureClientsAdapter(AzureOptions.from_settings(settings)),
         health=HealthClient(mtls=services),
         master_targets=MasterTargetHealthClient(mtls=services),
+        sessions=SessionsClient(services),
+        points=PointsClient(services),
     )
 
 

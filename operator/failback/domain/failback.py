@@ -176,7 +176,7 @@ def _vm_step(f: VMFacts, spec: FailbackPlanSpec) -> tuple[StepName | None, Actio
     untouched = f.azure is Power.RUNNING and not f.restored
     if not f.ready and untouched:
         return StepName.PREFLIGHT, None, f.not_ready_reason or "the ProtectedVM is not Ready"
-    if f.point is None:
+    if f.point is None and not f.restored:
         return StepName.PREFLIGHT, None, "no recovery point matches spec.failover.recoveryPoint"
     if f.azure is Power.RUNNING:
         return StepName.FENCE, Action(ActionKind.POWER_OFF_AZURE, f.name), "stopping the Azure VM"
@@ -278,7 +278,10 @@ def _towards_onprem(
         active = 0
         group_done = True
         for member in in_group:
-            name, action, message = _vm_step(member.facts, spec)
+            # Once committed, the VM steps are history: the disks hold the committed point.
+            name, action, message = (
+                (None, None, "") if run.committed else _vm_step(member.facts, spec)
+            )
             steps.extend(
                 _lines(group.name, member.facts.name, name, action, message, skipped=skipped)
             )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from failback.api import crossobject
+from failback.api.common import Site
 from failback.api.conditions import (
     FALSE,
     TRUE,
@@ -21,12 +23,15 @@ from failback.api.conditions import (
     Reason,
     set_condition,
 )
-from failback.api.failbackplan import FailbackPlan
+from failback.api.failbackplan import FailbackPlan, PlanPhase
 from failback.api.mastertarget import MasterTarget
 from failback.api.protectedvm import (
+    Action,
     Location,
     ProtectedVM,
     ProtectedVMStatus,
+    RecoveryPoints,
+    Replication,
     condition_types,
     derive_phase,
     ready_inputs,
@@ -170,16 +175,16 @@ def retention_volume(
     )
 
 
-def replication_pending(generation: int, now: dt.datetime) -> list[Condition]:
-    """ReplicationHealthy and RPOWithinThreshold until the data plane exists: Unknown."""
-    message = (
-        "This release has no process server or master target service to replicate "
-        "through yet; replication starts when the data plane is installed."
-    )
-    return [
-        Condition(t, UNKNOWN, Reason.DATA_PLANE_NOT_BUILT, message, generation, now)
-        for t in (ConditionType.REPLICATION_HEALTHY, ConditionType.RPO_WITHIN_THRESHOLD)
-    ]
+@dataclass(frozen=True)
+class Observed:
+    """What the replication pass reports for the status (the old values when None)."""
+
+    active_site: Site | None = None
+    allowed_actions: tuple[Action, ...] | None = None
+    replication: Replication | None = None
+    rpo_seconds: int | None = None
+    recovery_points: RecoveryPoints | None = None
+    failing_back: bool = False
 
 
 def assemble(
@@ -188,6 +193,7 @@ def assemble(
     location: Location | None,
     managed_by: str | None,
     now: dt.datetime,
+    observed: Observed | None = None,
 ) -> ProtectedVMStatus:
     """The status of ``vm`` once the ``judged`` conditions are in.
 
@@ -203,16 +209,56 @@ def assemble(
         if condition.type in applicable:
             conditions = set_condition(conditions, condition)
     conditions = refresh_conditions(conditions, applicable, ready_inputs(vm.spec), generation, now)
+    seen = observed or Observed()
+    old = vm.status
     return ProtectedVMStatus(
         observed_generation=generation,
-        phase=derive_phase(conditions),
-        active_site=vm.status.active_site,
+        phase=derive_phase(conditions, failing_back=seen.failing_back),
+        active_site=seen.active_site or old.active_site,
         managed_by=managed_by,
-        allowed_actions=vm.status.allowed_actions,
+        allowed_actions=(
+            old.allowed_actions if seen.allowed_actions is None else seen.allowed_actions
+        ),
         location=location,
-        replication=vm.status.replication,
-        rpo_seconds=vm.status.rpo_seconds,
-        recovery_points=vm.status.recovery_points,
+        replication=seen.replication or old.replication,
+        rpo_seconds=seen.rpo_seconds if observed is not None else old.rpo_seconds,
+        recovery_points=seen.recovery_points if observed is not None else old.recovery_points,
         operations=vm.status.operations,
         conditions=tuple(conditions),
+    )
+
+
+HOLDING_PHASES = frozenset(
+    {PlanPhase.FAILING_OVER, PlanPhase.FAILED_OVER, PlanPhase.COMMITTING, PlanPhase.FAILED}
+)
+"""While its plan's run is in one of these phases, the plan drives a VM's replication."""
+ON_PREM_PHASES = frozenset({PlanPhase.COMMITTED, PlanPhase.REPROTECTING, PlanPhase.COMPLETED})
+"""After these, a failback was committed: the plan's VMs run on-premises."""
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """What a ProtectedVM's replication takes from the plan listing it."""
+
+    plan: str | None = None
+    held: bool = False
+    committed: bool = False
+    reprotect: bool = True
+    awaiting_commit: bool = False
+
+
+def plan_view(vm: ProtectedVM, plans: Sequence[FailbackPlan]) -> PlanView:
+    """The plan listing ``vm`` (the first, if several: MembersExclusive reports that)."""
+    plan = next((p for p in plans if vm.meta.name in p.spec.members), None)
+    if plan is None:
+        return PlanView()
+    status = plan.status
+    running = status.run_id is not None
+    phase = status.phase
+    return PlanView(
+        plan=plan.meta.name,
+        held=running and phase in HOLDING_PHASES,
+        committed=running and phase in ON_PREM_PHASES,
+        reprotect=plan.spec.reprotect_after_commit,
+        awaiting_commit=phase is PlanPhase.FAILED_OVER,
     )

@@ -1,5 +1,5 @@
-"""The master target seam: its service's health endpoint, and its groups' recovery points,
-rollback and release over mutual TLS.
+"""The master target seam: its service's health endpoint, and its groups (registered on
+their disks, their recovery points, rollback, release, deleted) over mutual TLS.
 
 The contract is ``docs/master-target-api.md``; the adapters are
 ``failback.adapters.mastertarget.client`` (health) and ``.points`` (groups and points).
@@ -7,6 +7,7 @@ The contract is ``docs/master-target-api.md``; the adapters are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from failback.domain.mastertarget import ServiceProbe
@@ -29,11 +30,22 @@ class MasterTargetClient(Protocol):
 
 
 class RecoveryPoints(Protocol):
-    """A master target's consistency groups: their points, rollback and release (DESIGN.md
-    §2, steps 4 and 5). Every call is one request over mutual TLS and never raises for the
-    network or the peer: it returns an :data:`~failback.domain.outcome.Outcome`, the
-    answer, a ``Refused`` (the MT said no: ``unknown_group``, ``unknown_point``,
-    ``cycle_open``, ``group_released``...) or an ``Unanswered``."""
+    """A master target's consistency groups: registered on their disks, their points,
+    rollback and release (DESIGN.md §2, steps 4 and 5), deleted after a committed failback.
+    Every call is one request over mutual TLS and never raises for the network or the
+    peer: it returns an :data:`~failback.domain.outcome.Outcome`, the answer, a ``Refused``
+    (the MT said no: ``unknown_group``, ``unknown_point``, ``cycle_open``,
+    ``group_released``, ``group_conflict``, ``disk_in_use``...) or an ``Unanswered``."""
+
+    async def ensure_group(
+        self, endpoint: str, tls: TLSMaterial, group: str, disks: Sequence[tuple[str, int]]
+    ) -> Outcome[GroupStatus]:
+        """``PUT /v1/groups/{group}``: register the group on ``disks`` (``(disk UUID,
+        size in bytes)``, attached to the MT VM) and open its journal. Idempotent: the same
+        disks again answer the group as it is, and take a released group back (reattach
+        its disks first). ``Refused``: ``group_conflict`` (other disks), ``disk_in_use``
+        (another group's), ``disk_not_found``, ``disk_too_small``, ``invalid_field``."""
+        ...
 
     async def points(
         self, endpoint: str, tls: TLSMaterial, group: str
@@ -58,4 +70,11 @@ class RecoveryPoints(Protocol):
         """``POST /v1/groups/{group}/release``: close the group's journal and disks so
         vSphere can move them to the recovered VM. Idempotent; refused (``cycle_open``)
         while batches follow the newest point."""
+        ...
+
+    async def delete_group(self, endpoint: str, tls: TLSMaterial, group: str) -> Outcome[bool]:
+        """``DELETE /v1/groups/{group}``: forget a released group and discard its journal
+        (after a committed failback). ``True`` when this call deleted it, ``False`` when
+        the MT has no such group (deleted before): done either way. ``Refused``:
+        ``group_active`` (release it first)."""
         ...

@@ -242,6 +242,10 @@ class VCenter(Protocol):
         """Detach the VMDKs (keeping the files); None when none of them is attached."""
         ...
 
+    async def make_directory(self, datacenter: str, path: str) -> None:
+        """Create the datastore folder ``[ds] a/b`` (and its parents) unless it exists."""
+        ...
+
     async def enable_change_tracking(self, instance_uuid: str) -> TaskState | None:
         """Turn changed block tracking on for the VM; None when it is on already."""
         ...

@@ -8,8 +8,8 @@ One pass reads, in this order, and writes nothing outside Kubernetes:
 3. the on-premises side (``onprem_preflight``: vCenter permissions, the original VM,
    the location decision R-LOC-1/2/3, R-PRE-1/2/10/14/15/16/17);
 
-and merges every verdict (``domain.protectedvm``). Replication itself starts with the
-data plane; until then ReplicationHealthy says so.
+and merges every verdict (``domain.protectedvm``); then replication
+(``services.replication``) takes its one step and reports progress, RPO and points.
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ from typing import Any
 
 from failback.api import failbackplan, mastertarget, processserver
 from failback.api import protectedvm as api
+from failback.api.common import Site
 from failback.api.conditions import TRUE, Condition, ConditionType, find_condition
 from failback.api.constants import FAILBACK_PLAN, MASTER_TARGET, PROCESS_SERVER, PROTECTED_VM
+from failback.api.protectedvm import LocationTarget
 from failback.domain import protectedvm as rules
 from failback.errors import SpecInvalid
 from failback.ports.azure import AzureClients
 from failback.ports.kubernetes import ObjectReader, SecretReader
 from failback.ports.vsphere import VCenters
+from failback.services import replication
 from failback.services.azure_preflight import azure_preflight
 from failback.services.onprem_preflight import onprem_preflight
 
@@ -38,6 +41,7 @@ class Dependencies:
     secrets: SecretReader
     vcenters: VCenters
     azure: AzureClients
+    replication: replication.Deps
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Outcome:
     status: api.ProtectedVMStatus
     retry_after: float | None = None
     """Seconds after which another pass is worth it (R-PRE-13's wait, a throttle)."""
+    events: tuple[str, ...] = ()
+    """What this pass did (Events on the ProtectedVM)."""
 
 
 def _parsed(items: list[Mapping[str, Any]], parse: Any) -> list[Any]:
@@ -102,8 +108,39 @@ async def reconcile(vm: api.ProtectedVM, deps: Dependencies, now: dt.datetime) -
     ):
         if optional is not None:
             judged.append(optional)
-    judged.extend(rules.replication_pending(generation, now))
+    view = rules.plan_view(vm, plans)
+    startable = _startable(vm, judged, problems)
+    alternate = onprem.location is not None and onprem.location.target == LocationTarget.ALTERNATE
+    own = replication.Ownership(
+        plan=view.plan,
+        held=view.held,
+        active_on_prem=view.committed or vm.status.active_site == Site.ON_PREM,
+        reprotect=view.reprotect,
+        awaiting_commit=view.awaiting_commit,
+    )
+    result = await replication.replicate(
+        vm, mt, ps, azure.vm, alternate, own, startable, deps.replication, now
+    )
+    judged.extend(result.conditions)
+    observed = rules.Observed(
+        active_site=result.active_site,
+        allowed_actions=result.allowed_actions,
+        replication=result.replication,
+        rpo_seconds=result.rpo_seconds,
+        recovery_points=result.recovery_points,
+        failing_back=view.held,
+    )
+    status = rules.assemble(vm, judged, onprem.location, view.plan, now, observed)
+    retry = [r for r in (azure.retry_after, result.retry_after) if r is not None]
+    return Outcome(status, min(retry) if retry else None, result.events)
 
-    owner = next((p.meta.name for p in plans if vm.meta.name in p.spec.members), None)
-    status = rules.assemble(vm, judged, onprem.location, owner, now)
-    return Outcome(status, azure.retry_after)
+
+def _startable(vm: api.ProtectedVM, judged: list[Condition], problems: list[Condition]) -> bool:
+    """Replication starts once every prerequisite but AgentRegistered (which waits for the
+    process server's first snapshot, R-PRE-13) passed."""
+    if any(p.status != TRUE for p in problems):
+        return False
+    wanted = set(api.condition_types(vm.spec)) & set(api.PREREQUISITES)
+    wanted -= {ConditionType.AGENT_REGISTERED, ConditionType.REFERENCES_RESOLVED}
+    seen = {c.type: c.status for c in judged}
+    return all(seen.get(t) == TRUE for t in wanted)

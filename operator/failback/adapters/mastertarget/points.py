@@ -1,6 +1,7 @@
-"""The master target's group API over mutual TLS (``docs/master-target-api.md``): where a
-group is, its recovery points, rollback to one, and release of its disks for failback
-(DESIGN.md §2, steps 4 and 5).
+"""The master target's group API over mutual TLS (``docs/master-target-api.md``): a group
+registered on its disks, where it is, its recovery points, rollback to one, release of its
+disks for failback (DESIGN.md §2, steps 4 and 5), and its journal discarded once the failback
+is committed.
 
 Implements ``ports.mastertarget.RecoveryPoints`` on the shared transport
 :class:`~failback.adapters.mtls.MutualTLS`. Answers are parsed strictly: a field outside
@@ -9,11 +10,12 @@ the contract is an ``Unanswered(Failure.CONTRACT)`` whose message names it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from failback.adapters.mtls import ContractError, Fields, MutualTLS
-from failback.domain.outcome import Outcome
+from failback.domain.outcome import Outcome, Refused
 from failback.domain.recoverypoints import (
     GroupState,
     GroupStatus,
@@ -26,6 +28,7 @@ from failback.ports.tls import TLSMaterial
 __all__ = [
     "PointsClient",
     "group_path",
+    "parse_deleted",
     "parse_group",
     "parse_point",
     "parse_points",
@@ -92,6 +95,15 @@ def parse_rolled_back(data: Any) -> RolledBack:
     )
 
 
+def parse_deleted(data: Any) -> bool:
+    """``DELETE /v1/groups/{group}``: ``{"group", "deleted": true}``."""
+    f = Fields(data)
+    f.text("group")
+    if f.data.get("deleted") is not True:
+        raise ContractError("deleted must be true")
+    return True
+
+
 def parse_released(data: Any) -> Released:
     """``POST .../release``: ``{"group", "released": true, "point"}``."""
     f = Fields(data)
@@ -116,6 +128,18 @@ class PointsClient:
 
     async def group(self, endpoint: str, tls: TLSMaterial, group: str) -> Outcome[GroupStatus]:
         return await self._mtls.request("GET", endpoint, group_path(group), tls, parse_group)
+
+    async def ensure_group(
+        self, endpoint: str, tls: TLSMaterial, group: str, disks: Sequence[tuple[str, int]]
+    ) -> Outcome[GroupStatus]:
+        body = {"disks": [{"id": disk_id, "sizeBytes": size} for disk_id, size in disks]}
+        return await self._mtls.request("PUT", endpoint, group_path(group), tls, parse_group, body)
+
+    async def delete_group(self, endpoint: str, tls: TLSMaterial, group: str) -> Outcome[bool]:
+        answer = await self._mtls.request("DELETE", endpoint, group_path(group), tls, parse_deleted)
+        if isinstance(answer, Refused) and answer.status == 404 and answer.code == "unknown_group":
+            return False  # deleted before (or never registered): done all the same
+        return answer
 
     async def rollback(
         self, endpoint: str, tls: TLSMaterial, group: str, point_id: str

@@ -335,6 +335,16 @@ def detach_disks(content: Any, instance_uuid: str, files: Sequence[str]) -> Task
     return _task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes)))
 
 
+def make_directory(content: Any, datacenter: str, path: str) -> None:
+    """Create ``[datastore] folder/sub`` and its parents in ``datacenter``; nothing when it
+    exists (new disks need their folder: vSphere does not create it)."""
+    dc = _datacenter(content, datacenter)
+    try:
+        content.fileManager.MakeDirectory(name=path, datacenter=dc, createParentDirectories=True)
+    except vim.fault.FileAlreadyExists:
+        return
+
+
 # ------------------------------------------------------------------ snapshots and CBT
 
 

@@ -355,6 +355,9 @@ class Client:
     async def detach_disks(self, instance_uuid: str, files: Sequence[str]) -> TaskState | None:
         return await self._operation(lambda c: operations.detach_disks(c, instance_uuid, files))
 
+    async def make_directory(self, datacenter: str, path: str) -> None:
+        await self._operation(lambda c: operations.make_directory(c, datacenter, path))
+
     async def enable_change_tracking(self, instance_uuid: str) -> TaskState | None:
         return await self._operation(lambda c: operations.enable_change_tracking(c, instance_uuid))
 

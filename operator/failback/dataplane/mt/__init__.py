@@ -2,7 +2,8 @@
 
 A network front for :mod:`failback.dataplane.journal`: an HTTPS server with mutual TLS on
 one port (9443 by default, R-ARCH-5), one journal per consistency group. The API is
-``docs/master-target-api.md``; the batch body's framing is :mod:`.wire`.
+``docs/master-target-api.md``; the batch body's framing is :mod:`.wire`. Groups come from
+the flags and, registered at run time, from ``<retention-dir>/groups.json`` (:mod:`.groups`).
 
 Public surface::
 

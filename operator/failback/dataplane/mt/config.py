@@ -3,18 +3,24 @@
 ``failback master-target`` builds it from its command line. Every problem is a
 :class:`ConfigError` whose message names the flag to fix. The parsers are pure; only
 :func:`resolve_disks` (a disk UUID to its device or file, through :mod:`.resolver`) and
-:func:`build_config`'s checks that the named files exist touch the file system, and nothing
-here opens a disk or a socket.
+:func:`build_config`'s checks that the named files exist (and its read of the groups file,
+for the groups it records as released) touch the file system, and nothing here opens a disk
+or a socket.
+
+The flags may name no disk at all: the operator then registers groups at run time
+(``PUT /v1/groups/{group}``, recorded in :mod:`.groups`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from failback.dataplane.mt import groups as groups_file
+from failback.dataplane.mt.groups import DISK_RE, name_problem
 from failback.dataplane.mt.resolver import (
     ByIdResolver,
     DatastoreResolver,
@@ -28,12 +34,6 @@ DEFAULT_PORT = 9443
 
 DEFAULT_GROUP = "default"
 """The group that holds every disk when no ``--group`` is given."""
-
-GROUP_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
-"""A group name: a Kubernetes-style name (it is also the journal's directory name)."""
-
-DISK_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._:-]{0,126}[A-Za-z0-9])?$")
-"""A disk id: a disk UUID or any short token without path separators."""
 
 _DURATION_RE = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -63,9 +63,12 @@ class MasterTargetConfig:
     """The retention volume's directory; each group's journal is ``<retention_dir>/<group>``."""
     disks: dict[str, Path]
     """Target disks by id: a flat image file or a block device, as named by ``--disk
-    ID=PATH`` or found by the disk resolver."""
+    ID=PATH`` or found by the disk resolver. A disk given by UUID of a group the groups
+    file records as released is missing when it was not found (it may be attached to a
+    recovered VM by now)."""
     groups: dict[str, tuple[str, ...]]
-    """Consistency groups (a VM, or a replication group of VMs) and their disk ids."""
+    """Consistency groups (a VM, or a replication group of VMs) and their disk ids, from
+    the flags; more come from the groups file and ``PUT /v1/groups/{group}``."""
     capacity_bytes: int = 1 << 40
     """The most each group's journal may hold (1 TiB by default, the MT sizing)."""
     retention: dt.timedelta = dt.timedelta(hours=24)
@@ -75,6 +78,9 @@ class MasterTargetConfig:
     needed) or ``journal`` (write-ahead like every later cycle)."""
     max_batch_bytes: int = 256 << 20
     """The largest batch body accepted (413 above it)."""
+    resolver: Resolver = field(default_factory=ByIdResolver)
+    """How a disk UUID is found: the ``--disk UUID`` flags' at startup, and every disk of a
+    group registered at run time (``--disk-resolver``)."""
 
     def group_of(self, disk_id: str) -> str | None:
         for name, members in self.groups.items():
@@ -143,8 +149,6 @@ def parse_disks(specs: Iterable[str]) -> dict[str, Path | None]:
         if disk_id in disks:
             raise ConfigError(f"--disk {spec}: disk id {disk_id!r} is given twice")
         disks[disk_id] = Path(path).absolute() if sep else None
-    if not disks:
-        raise ConfigError("no target disk: pass --disk ID=PATH or --disk UUID (repeatable)")
     return disks
 
 
@@ -184,20 +188,25 @@ def parse_disk_resolver(value: str) -> Resolver:
     )
 
 
-def resolve_disks(disks: Mapping[str, Path | None], resolver: Resolver) -> dict[str, Path]:
+def resolve_disks(
+    disks: Mapping[str, Path | None], resolver: Resolver, missing_ok: Collection[str] = ()
+) -> dict[str, Path]:
     """Every disk's path: the one given, or the one ``resolver`` finds for its UUID. This
-    reads the file system (the resolver's links or directory), nothing else."""
+    reads the file system (the resolver's links or directory), nothing else. A disk of
+    ``missing_ok`` that is not there is kept with its path as given, or left out when its
+    UUID is not found, instead of refused."""
     paths: dict[str, Path] = {}
     for disk_id, given in disks.items():
         if given is not None:
-            if not given.exists():
+            if not given.exists() and disk_id not in missing_ok:
                 raise ConfigError(f"--disk {disk_id}={given}: no such file or device")
             paths[disk_id] = given
             continue
         try:
             paths[disk_id] = resolver.resolve(disk_id)
         except ResolveError as exc:
-            raise ConfigError(f"--disk {disk_id} (--disk-resolver {resolver}): {exc}") from exc
+            if disk_id not in missing_ok:
+                raise ConfigError(f"--disk {disk_id} (--disk-resolver {resolver}): {exc}") from exc
     return paths
 
 
@@ -210,11 +219,9 @@ def parse_groups(
         members = tuple(m.strip() for m in members_text.split(",") if m.strip())
         if not sep or not members:
             raise ConfigError(f"--group {spec}: use --group NAME=DISKID,DISKID")
-        if not GROUP_RE.match(name):
-            raise ConfigError(
-                f"--group {spec}: the name {name!r} must be lower-case letters, digits, '-' "
-                "and '.', at most 63 characters, starting and ending alphanumeric"
-            )
+        problem = name_problem(name)
+        if problem is not None:
+            raise ConfigError(f"--group {spec}: {problem}")
         if name in groups:
             raise ConfigError(f"--group {spec}: group {name!r} is given twice")
         for disk_id in members:
@@ -231,7 +238,7 @@ def parse_groups(
                 )
         groups[name] = members
     if not groups:
-        return {DEFAULT_GROUP: tuple(disks)}
+        return {DEFAULT_GROUP: tuple(disks)} if disks else {}
     loose = [d for d in disks if not any(d in m for m in groups.values())]
     if loose:
         raise ConfigError(f"disk {loose[0]!r} is in no --group: add it to one, or drop its --disk")
@@ -245,7 +252,7 @@ def build_config(
     key: str,
     client_ca: str,
     retention_dir: str,
-    disks: Sequence[str],
+    disks: Sequence[str] | None = (),
     disk_resolver: str = "by-id",
     groups: Sequence[str] = (),
     capacity: str | None = None,
@@ -253,9 +260,9 @@ def build_config(
     first_cycle: str = "direct",
 ) -> MasterTargetConfig:
     """Validate every flag (files included), resolve the disks given by UUID alone, and
-    return the configuration."""
+    return the configuration. ``disks`` may be empty (or None: no ``--disk`` flag)."""
     host, port = parse_listen(listen)
-    disk_specs = parse_disks(disks)
+    disk_specs = parse_disks(disks or ())
     resolver = parse_disk_resolver(disk_resolver)
     group_map = parse_groups(groups, disk_specs)
     capacity_bytes = parse_size(capacity) if capacity is not None else 1 << 40
@@ -265,10 +272,14 @@ def build_config(
     for flag, value in (("--cert", cert), ("--key", key), ("--client-ca", client_ca)):
         if not Path(value).is_file():
             raise ConfigError(f"{flag} {value}: no such file")
-    disk_paths = resolve_disks(disk_specs, resolver)
     directory = Path(retention_dir).absolute()
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--retention-dir {retention_dir}: not a directory")
+    # A released group's disks may be attached to a recovered VM by now: not finding them
+    # is no error (the service does not open them).
+    released = groups_file.released_names(directory) if directory.is_dir() else frozenset()
+    missing_ok = {d for name in released for d in group_map.get(name, ())}
+    disk_paths = resolve_disks(disk_specs, resolver, missing_ok)
     return MasterTargetConfig(
         host=host,
         port=port,
@@ -281,4 +292,5 @@ def build_config(
         capacity_bytes=capacity_bytes,
         retention=window,
         first_cycle=first_cycle,
+        resolver=resolver,
     )

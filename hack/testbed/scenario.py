@@ -1,0 +1,327 @@
+"""A whole failback situation on the test bed, shared by the end-to-end tests and the demo.
+
+Machines that were failed over to Azure run there (emulator VMs with data on their disks);
+their on-premises side is in vcsim (a master target VM, the original VMs of those that
+come back to their original location); the data plane runs (a process server and a master
+target as processes, the MT opening vcsim's disk files by UUID); and the Kubernetes objects
+describe it all: Secrets, a MasterTarget, a ProcessServer, a ProtectedVM per machine and a
+FailbackPlan with one group per machine, ``activeSite: Azure``.
+
+::
+
+    sc = Scenario(root, namespace, kubectl, emulator, vcenter, si)
+    sc.build([Machine("web-01"), Machine("app-01", original=False, disks=(4 << 20, 2 << 20))])
+    ...  # start the operator, wait for Protected, flip the plan
+    assert sc.onprem_bytes("web-01") == sc.azure_bytes("web-01")
+    sc.stop()
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.azure.process import AzureEmulator
+from testbed.dataplane import DataPlane, fast_emulator
+from testbed.guest import GuestDisk, datastore_directories, flat_file
+from testbed.tools import Tool
+from testbed.vcsim import VCenter
+
+API = "failback.io/v1alpha1"
+MIB = 1 << 20
+DATACENTER, HOST, DATASTORE = "DC0", "DC0_H0", "LocalDS_0"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One machine that runs in Azure and comes home."""
+
+    name: str
+    original: bool = True
+    """Its original VM still exists on-premises (delta sync into it, R-LOC-1); else a new
+    VM is made at the alternate placement (R-LOC-2)."""
+    physical: bool = False
+    """It was a physical server: it comes back as a new VM (R-LOC-3)."""
+    disks: tuple[int, ...] = (4 * MIB,)
+    """Sizes of its Azure disks, the OS disk first."""
+
+
+@dataclass
+class Scenario:
+    root: Path
+    namespace: str
+    kubectl: Tool
+    emulator: AzureEmulator
+    vcenter: VCenter
+    si: Any
+    resource_group: str = "rg-failback-e2e"
+    plan: str = "failback"
+    interval: float = 2.0
+    machines: dict[str, Machine] = field(default_factory=dict)
+    originals: dict[str, str] = field(default_factory=dict)
+    """Machine name → instance UUID of its original VM."""
+    mt_vm: str = ""
+    rig: DataPlane | None = None
+
+    # ------------------------------------------------------------------ build
+
+    def build(
+        self, machines: Sequence[Machine], *, plan_extra: dict[str, Any] | None = None
+    ) -> None:
+        fast_emulator(self.emulator)
+        self.emulator.control.create_resource_group(self.resource_group)
+        rng = random.Random(7)
+        self.mt_vm = self._vsphere_vm(f"mt-{self.namespace}"[:40], (), enable_uuid=True)
+        for m in machines:
+            self.machines[m.name] = m
+            self.emulator.control.create_vm(
+                self.resource_group,
+                m.name,
+                os_disk_size=m.disks[0],
+                data_disk_sizes=tuple(m.disks[1:]),
+            )
+            for disk in self.azure_disks(m.name):
+                self.write_azure(disk, rng, writes=12)
+            if m.original and not m.physical:
+                self.originals[m.name] = self._vsphere_vm(
+                    f"{m.name}-{self.namespace}"[:60], m.disks
+                )
+        self.rig = self._data_plane()
+        self.rig.start()
+        self._apply(self._objects(plan_extra or {}))
+
+    def _vsphere_vm(self, name: str, disks: Sequence[int], enable_uuid: bool = False) -> str:
+        from failback.adapters.vsphere import operations
+        from failback.ports.vsphere import NewDisk, NewVM, VMPlacement
+
+        instance = str(uuid.uuid4())
+        spec = NewVM(
+            name=name,
+            guest_id="otherLinux64Guest",
+            placement=VMPlacement(datacenter=DATACENTER, datastore=DATASTORE, host=HOST),
+            instance_uuid=instance,
+            cpus=1,
+            memory_mib=128,
+            new_disks=tuple(
+                NewDisk(f"[{DATASTORE}] {name}/disk-{i}.vmdk", size) for i, size in enumerate(disks)
+            ),
+            extra_config={"disk.EnableUUID": "TRUE"} if enable_uuid else None,
+        )
+        started = operations.create_vm(self.si.content, spec)
+        moref = getattr(started, "moref", None)
+        if moref is not None:
+            self._wait_task(moref)
+        for path, size in zip(self.onprem_files(instance), disks, strict=True):
+            GuestDisk.prepare(path, size)
+        return instance
+
+    def _find(self, instance: str) -> Any:
+        return self.si.content.searchIndex.FindByUuid(None, instance, True, True)
+
+    def _wait_task(self, moref: str) -> None:
+        from pyVmomi import vim
+
+        task: Any = vim.Task(moref, self.si._stub)  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 60
+        while task.info.state not in ("success", "error"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"vSphere task {moref}")
+            time.sleep(0.05)
+
+    def _data_plane(self) -> DataPlane:
+        creds = self.root / "vcenter-credentials"
+        creds.mkdir(parents=True, exist_ok=True)
+        vc = self.vcenter
+        for key, value in (
+            ("server", f"{vc.host}:{vc.port}"),
+            ("username", vc.username),
+            ("password", vc.password),
+            ("caBundle", vc.ca_file.read_text()),
+        ):
+            (creds / key).write_text(value)
+        dirs = datastore_directories(self.si)
+        datacenter = self.si.content.rootFolder.childEntity[0]._moId
+        root_dir = dirs[DATASTORE].parent
+        return DataPlane(
+            self.root / "dp",
+            self.emulator,
+            resource_group=self.resource_group,
+            ps_extra=(
+                "--snapshot-rate=1000/1s",
+                f"--vcenter-credentials={creds}",
+                "--change-tracking=sidecar",
+                *(f"--datastore={n}={d}" for n, d in dirs.items()),
+            ),
+            mt_extra=(f"--disk-resolver=datastore:{root_dir},datacenter={datacenter}",),
+        )
+
+    def _objects(self, plan_extra: dict[str, Any]) -> list[dict[str, Any]]:
+        assert self.rig is not None
+        rig, emu, vc, ns = self.rig, self.emulator, self.vcenter, self.namespace
+        meta = {"namespace": ns}
+
+        def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+            return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, **meta},
+                    "type": "Opaque", "stringData": data}  # fmt: skip
+
+        tls = {
+            "tls.crt": rig.operator_pair.cert.read_text(),
+            "tls.key": rig.operator_pair.key.read_text(),
+            "ca.crt": rig.pki.ca_file.read_text(),
+        }
+        objects = [
+            secret("vcenter", {"server": f"{vc.host}:{vc.port}", "username": vc.username,
+                               "password": vc.password, "caBundle": vc.ca_file.read_text()}),
+            secret("azure", {"tenantId": emu.tenant_id, "clientId": emu.client_id,
+                             "clientSecret": emu.client_secret}),
+            secret("dataplane-tls", tls),
+            {
+                "apiVersion": API, "kind": "MasterTarget", "metadata": {"name": "mt", **meta},
+                "spec": {
+                    "vcenterSecretRef": {"name": "vcenter"},
+                    "vm": {"instanceUUID": self.mt_vm},
+                    "osType": "Linux",
+                    "endpoint": f"https://127.0.0.1:{rig.mt.client.port}",
+                    "tlsSecretRef": {"name": "dataplane-tls"},
+                },
+            },
+            {
+                "apiVersion": API, "kind": "ProcessServer", "metadata": {"name": "ps", **meta},
+                "spec": {
+                    "location": "OnPrem",
+                    "connectivity": "ExpressRoute",
+                    "endpoint": f"https://127.0.0.1:{rig.ps.client.port}",
+                    "tlsSecretRef": {"name": "dataplane-tls"},
+                },
+            },
+        ]  # fmt: skip
+        for m in self.machines.values():
+            objects.append(self._protected_vm(m))
+        objects.append(
+            {
+                "apiVersion": API,
+                "kind": "FailbackPlan",
+                "metadata": {"name": self.plan, **meta},
+                "spec": {
+                    "activeSite": "Azure",
+                    "groups": [
+                        {"name": f"g{i + 1}-{m}", "members": [m]}
+                        for i, m in enumerate(self.machines)
+                    ],
+                    **plan_extra,
+                },
+            }
+        )
+        return objects
+
+    def _protected_vm(self, m: Machine) -> dict[str, Any]:
+        on_prem: dict[str, Any] = {"vcenterSecretRef": {"name": "vcenter"}}
+        if m.name in self.originals:
+            on_prem["failbackLocation"] = "Original"
+            on_prem["originalVM"] = {"instanceUUID": self.originals[m.name]}
+        else:
+            on_prem["failbackLocation"] = "Alternate"
+            on_prem["alternatePlacement"] = {
+                "datacenter": DATACENTER,
+                "host": HOST,
+                "datastore": DATASTORE,
+            }
+        return {
+            "apiVersion": API,
+            "kind": "ProtectedVM",
+            "metadata": {"name": m.name, "namespace": self.namespace},
+            "spec": {
+                "osType": "Linux",
+                "sourceType": "Physical" if m.physical else "VMware",
+                "azure": {"vmId": self.vm_id(m.name), "credentialsSecretRef": {"name": "azure"}},
+                "onPrem": on_prem,
+                "masterTargetRef": {"name": "mt"},
+                "processServerRef": {"name": "ps"},
+            },
+        }
+
+    def _apply(self, objects: Sequence[dict[str, Any]]) -> None:
+        self.kubectl.run("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
+
+    # ------------------------------------------------------------------ the sites
+
+    def vm_id(self, name: str) -> str:
+        return (
+            f"/subscriptions/{self.emulator.subscription_id}/resourceGroups/"
+            f"{self.resource_group}/providers/Microsoft.Compute/virtualMachines/{name}"
+        )
+
+    def azure_disks(self, name: str) -> list[str]:
+        m = self.machines[name]
+        return [f"{name}-os", *(f"{name}-data{i}" for i in range(len(m.disks) - 1))]
+
+    def write_azure(self, disk: str, rng: random.Random, writes: int = 8) -> None:
+        size = self._azure_size(disk)
+        specs = []
+        for _ in range(writes):
+            length = rng.randrange(1, 32) * 4096
+            offset = rng.randrange(0, (size - length) // 512) * 512
+            specs.append(
+                {"offset": offset, "data": base64.b64encode(rng.randbytes(length)).decode()}
+            )
+        self.emulator.control.guest_writes(self.resource_group, disk, specs, require_running=False)
+
+    def _azure_size(self, disk: str) -> int:
+        for name, m in self.machines.items():
+            for i, d in enumerate(self.azure_disks(name)):
+                if d == disk:
+                    return m.disks[i]
+        raise KeyError(disk)
+
+    def azure_bytes(self, name: str) -> list[bytes]:
+        control = self.emulator.control
+        out = []
+        for disk in self.azure_disks(name):
+            size = self._azure_size(disk)
+            out.append(
+                b"".join(
+                    control.read_disk(self.resource_group, disk, at, min(MIB, size - at))
+                    for at in range(0, size, MIB)
+                )
+            )
+        return out
+
+    def onprem_files(self, instance_uuid: str) -> list[Path]:
+        from pyVmomi import vim
+
+        vm = self._find(instance_uuid)
+        if vm is None:
+            raise KeyError(f"no vSphere VM {instance_uuid}")
+        dirs = datastore_directories(self.si)
+        devices: list[Any] = list(vm.config.hardware.device)
+        return [
+            flat_file(dirs, str(getattr(d.backing, "fileName", "")))
+            for d in devices
+            if isinstance(d, vim.vm.device.VirtualDisk)
+        ]
+
+    def onprem_bytes(self, instance_uuid: str, sizes: Sequence[int]) -> list[bytes]:
+        out = []
+        for path, size in zip(self.onprem_files(instance_uuid), sizes, strict=True):
+            with path.open("rb") as f:
+                data = f.read(size)
+            out.append(data + bytes(size - len(data)))
+        return out
+
+    def power(self, instance_uuid: str) -> str:
+        vm = self._find(instance_uuid)
+        return str(vm.runtime.powerState) if vm is not None else "missing"
+
+    # ------------------------------------------------------------------ end
+
+    def stop(self) -> None:
+        if self.rig is not None:
+            self.rig.stop()

@@ -1,0 +1,684 @@
+"""Reconcile a FailbackPlan: observe every member on both sites, decide, act, log.
+
+One pass:
+
+1. reads the plan's ProtectedVMs (and their MasterTargets and ProcessServers), the other
+   plans of the namespace, and judges the validations (members found, exclusive, replication
+   groups whole, members ready, a recovery point for every member);
+2. observes each member *fresh* (``VMFacts``): the Azure VM's power, the on-premises VM's
+   power, disks and VMware Tools, the master target group's points and state, the process
+   server session;
+3. calls the pure :func:`failback.domain.failback.decide`;
+4. performs the actions it returns, each idempotent (the next pass observes whether it
+   took), and marks a step failed when an action is refused for good;
+5. writes the job log (``status.steps``), the run, the phase and the conditions.
+
+Nothing here remembers "I already called it": a restarted operator observes and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from failback.api import failbackplan, mastertarget, processserver, protectedvm
+from failback.api.common import Site
+from failback.api.conditions import (
+    FALSE,
+    TRUE,
+    UNKNOWN,
+    Condition,
+    ConditionType,
+    Reason,
+    find_condition,
+    set_condition,
+)
+from failback.api.constants import FAILBACK_PLAN, MASTER_TARGET, PROCESS_SERVER, PROTECTED_VM
+from failback.api.failbackplan import (
+    FailbackPlan,
+    FailbackPlanStatus,
+    FailoverType,
+    ForcedRun,
+    ObservedSite,
+    PlanPhase,
+    RunRecoveryPoint,
+    StepState,
+)
+from failback.domain import failback as machine
+from failback.domain import steplog
+from failback.domain.failback import Action, ActionKind, Power, RunFacts, StepName, VMFacts
+from failback.domain.outcome import Refused, Unanswered
+from failback.domain.pointchoice import NoPoint, choose_points
+from failback.domain.recoverypoints import GroupState, GroupStatus, RecoveryPoint
+from failback.domain.reprotect import group_name
+from failback.domain.status import refresh_conditions
+from failback.domain.vsphere import VM
+from failback.domain.vsphere import PowerState as VPower
+from failback.errors import FailbackError, Permanent, Retryable
+from failback.ports.azure import AzureClients, PowerState
+from failback.ports.kubernetes import ObjectReader, SecretReader
+from failback.ports.mastertarget import RecoveryPoints
+from failback.ports.processserver import ReplicationSessions
+from failback.ports.vsphere import NewVM, VCenters, VMPlacement
+from failback.services import processserver as ps_service
+from failback.services import vcenter as vc_service
+from failback.services.sites import Sites, resolve, target_vm_uuid
+
+TASK_PATIENCE = 20.0
+GUEST_IDS = {"Linux": "otherLinux64Guest", "Windows": "windows2019srv_64Guest"}
+TOOLS_RUNNING = "guestToolsRunning"
+TOOLS_NOT_INSTALLED = "guestToolsNotInstalled"
+
+
+@dataclass(frozen=True)
+class Deps:
+    objects: ObjectReader
+    secrets: SecretReader
+    vcenters: VCenters
+    azure: AzureClients
+    sessions: ReplicationSessions
+    points: RecoveryPoints
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    """``Normal`` or ``Warning``."""
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: FailbackPlanStatus
+    events: tuple[Event, ...] = ()
+    busy: bool = False
+    """A run is under way: check again soon."""
+
+
+@dataclass
+class Member:
+    """One VM of the plan and everything it is failed back with."""
+
+    name: str
+    group: str
+    vm: protectedvm.ProtectedVM | None = None
+    mt: mastertarget.MasterTarget | None = None
+    ps: processserver.ProcessServer | None = None
+    sites: Sites | None = None
+    problem: str = ""
+    points: tuple[RecoveryPoint, ...] = ()
+    mt_group: GroupStatus | None = None
+    session: bool = False
+    target: VM | None = None
+    azure_power: Power = Power.UNKNOWN
+    azure_stopped_at: dt.datetime | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        if self.vm is None or self.vm.status.replication is None:
+            return ()
+        return tuple(t.file for t in self.vm.status.replication.target_disks)
+
+
+def _parse(body: Mapping[str, Any] | None, parse: Any) -> Any:
+    if body is None:
+        return None
+    try:
+        return parse(body)
+    except FailbackError:
+        return None
+
+
+def new_run_id(now: dt.datetime) -> str:
+    return f"run-{now:%Y%m%d-%H%M%S}"
+
+
+async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome:
+    spec, status, gen = plan.spec, plan.status, plan.meta.generation
+    ns = plan.meta.namespace
+    members = [Member(vm, g.name) for g in spec.groups for vm in g.members]
+    bodies = await deps.objects.list(ns, FAILBACK_PLAN.plural)
+    parsed = (_parse(b, failbackplan.parse) for b in bodies)
+    others = [p for p in parsed if p is not None and p.meta.name != plan.meta.name]
+    await asyncio.gather(*(_load(m, ns, deps, now) for m in members))
+
+    # The run: a new one when activeSite turns OnPrem; the failed mark clears on a new spec.
+    run_id = status.run_id
+    steps = status.steps
+    if status.observed_generation != gen:
+        steps = tuple(
+            replace(s, state=StepState.PENDING, message="retrying after a spec change")
+            if s.state is StepState.FAILED
+            else s
+            for s in steps
+        )
+    starting = spec.active_site is Site.ON_PREM and run_id is None and not spec.dry_run
+    if starting:
+        run_id, steps = new_run_id(now), ()
+    running = run_id is not None
+    await asyncio.gather(
+        *(_observe(m, plan, deps, running or spec.dry_run, steps) for m in members)
+    )
+    chosen = _choose(plan, members)
+    facts = {m.name: _facts(m, chosen, steps, spec) for m in members}
+    failed = steplog.first_failure(steps)
+    committed = steplog.state_of(steps, StepName.COMMIT) is StepState.SUCCEEDED
+    reprotected = all(
+        m.vm is not None
+        and m.vm.status.replication is not None
+        and m.vm.status.replication.direction == protectedvm.Direction.ON_PREM_TO_AZURE
+        and m.vm.status.replication.state not in (None, protectedvm.ReplicationState.NOT_STARTED)
+        for m in members
+    )
+    run = RunFacts(
+        run_id=run_id,
+        committed=committed,
+        reprotect_started=committed and reprotected,
+        failed=f"{failed.vm or ''} {failed.name}: {failed.message}".strip() if failed else None,
+    )
+    decision = machine.decide(spec, run, facts)
+
+    failures: dict[steplog.Key, str] = {}
+    events: list[Event] = []
+    if not spec.dry_run:
+        failures = await _perform(decision.actions, members, plan, deps, events)
+    log_lines = list(decision.steps)
+    if any(a.kind is ActionKind.COMMIT for a in decision.actions) and not failures:
+        log_lines = [
+            replace(line, state=StepState.SUCCEEDED, message="older recovery points discarded")
+            if line.name is StepName.COMMIT
+            else line
+            for line in log_lines
+        ]
+    new_steps, changed = steplog.merge(steps, _annotate(log_lines, members, spec), now, failures)
+    for t in changed:
+        if t.step.state in (StepState.RUNNING, StepState.SUCCEEDED, StepState.FAILED):
+            where = f"{t.step.vm}: " if t.step.vm else ""
+            kind = "Warning" if t.step.state is StepState.FAILED else "Normal"
+            text = f"{where}{t.step.name} {t.step.state.value.lower()}"
+            if t.step.message:
+                text += f": {t.step.message}"
+            events.append(Event(kind, f"Step{t.step.state.value}", text))
+
+    phase = decision.phase
+    if failures:
+        phase = PlanPhase.FAILED
+    if decision.done and spec.active_site is Site.AZURE:
+        run_id = None  # a cancel completed (or nothing ever ran): the next failback is a new run
+    forced = status.forced
+    if (
+        spec.failover.force
+        and running
+        and any(m.azure_power is Power.UNKNOWN for m in members)
+        and (forced is None or forced.run_id != run_id)
+    ):
+        forced = ForcedRun(run_id, spec.failover.force_reason, None, now)
+        events.append(
+            Event("Warning", "FenceForced", f"fence forced: {spec.failover.force_reason}")
+        )
+    conditions = _conditions(plan, members, others, chosen, decision, phase, run_id, now)
+    site = _site(members, phase)
+    rpos = [m.vm.status.rpo_seconds for m in members if m.vm and m.vm.status.rpo_seconds]
+    current = next((s for s in new_steps if s.state is StepState.RUNNING), None)
+    if phase is not status.phase:
+        events.append(Event("Normal", "PhaseChanged", f"{status.phase or 'Pending'} → {phase}"))
+    new = FailbackPlanStatus(
+        observed_generation=gen,
+        phase=phase,
+        active_site=site,
+        run_id=run_id,
+        vm_count=len(members),
+        rpo_seconds=max(rpos) if rpos else None,
+        current_step=(
+            f"{current.vm + ' ' if current.vm else ''}{current.name}"[:256] if current else None
+        ),
+        recovery_point=RunRecoveryPoint(
+            spec.failover.recovery_point.type, spec.failover.recovery_point.time
+        ),
+        forced=forced,
+        steps=new_steps if (run_id is not None or spec.dry_run or decision.steps) else (),
+        conditions=tuple(conditions),
+    )
+    busy = phase in (
+        PlanPhase.VALIDATING,
+        PlanPhase.FAILING_OVER,
+        PlanPhase.COMMITTING,
+        PlanPhase.REPROTECTING,
+        PlanPhase.CANCELLING,
+    )
+    return Outcome(new, tuple(events), busy or starting)
+
+
+# ------------------------------------------------------------------ observe
+
+
+async def _load(m: Member, ns: str, deps: Deps, now: dt.datetime) -> None:
+    m.vm = _parse(await deps.objects.get(ns, PROTECTED_VM.plural, m.name), protectedvm.parse)
+    if m.vm is None:
+        m.problem = f"no ProtectedVM {m.name} in namespace {ns}"
+        return
+    spec = m.vm.spec
+    m.mt = _parse(
+        await deps.objects.get(ns, MASTER_TARGET.plural, spec.master_target_ref.name),
+        mastertarget.parse,
+    )
+    m.ps = _parse(
+        await deps.objects.get(ns, PROCESS_SERVER.plural, spec.process_server_ref.name),
+        processserver.parse,
+    )
+    if m.mt is None or m.ps is None:
+        m.problem = "its MasterTarget or ProcessServer is not found"
+        return
+    try:
+        m.sites = await resolve(m.vm, m.mt, m.ps, deps.secrets, deps.vcenters, deps.azure, now)
+    except (ps_service.Unresolved, vc_service.Unresolved, FailbackError) as exc:
+        m.problem = f"cannot reach its sites: {exc}"
+
+
+async def _observe(
+    m: Member, plan: FailbackPlan, deps: Deps, deep: bool, steps: Sequence[Any]
+) -> None:
+    """Fresh reads of one member; what cannot be read stays Unknown."""
+    if m.vm is None or m.sites is None:
+        return
+    sites, vm = m.sites, m.vm
+    group = group_name(vm.meta.namespace, vm.meta.name)
+    mt = sites.master_target
+    got = await deps.points.points(mt.endpoint, mt.tls, group)
+    if isinstance(got, tuple):
+        m.points = got
+    g = await deps.points.group(mt.endpoint, mt.tls, group)
+    m.mt_group = g if isinstance(g, GroupStatus) else None
+    if not deep:
+        return
+    try:
+        azure_vm = await sites.compute.get_vm(sites.azure.resource_group, sites.azure.name)
+    except FailbackError:
+        m.azure_power = Power.UNKNOWN
+    else:
+        if azure_vm is None:
+            m.azure_power = Power.MISSING
+        elif azure_vm.power_state in (PowerState.STOPPED, PowerState.DEALLOCATED):
+            m.azure_power = Power.STOPPED
+            m.azure_stopped_at = azure_vm.power_since
+        elif azure_vm.power_state is PowerState.UNKNOWN:
+            m.azure_power = Power.UNKNOWN
+        else:
+            m.azure_power = Power.RUNNING  # running, starting, stopping: not confirmed off
+    ps = sites.process_server
+    session = await deps.sessions.session(ps.endpoint, ps.tls, vm.meta.namespace, vm.meta.name)
+    m.session = not isinstance(session, (Refused, Unanswered))
+    try:
+        m.target = await sites.vcenter.vm(target_vm_uuid(vm))
+    except FailbackError:
+        m.target = None
+        m.notes.append("vCenter unreachable")
+
+
+def _alternate(vm: protectedvm.ProtectedVM) -> bool:
+    original = vm.spec.on_prem.original_vm
+    return original is None or target_vm_uuid(vm) != original.instance_uuid
+
+
+def _choose(plan: FailbackPlan, members: Sequence[Member]) -> dict[str, RecoveryPoint] | NoPoint:
+    """Every member's point by the plan's rule; across members only for Unplanned runs with
+    multiVmConsistency (a Planned failback takes each VM's point after its fence)."""
+    rp = plan.spec.failover.recovery_point
+    groups = {m.name: m.points for m in members if m.vm is not None}
+    planned = plan.spec.failover.type is FailoverType.PLANNED
+    return choose_points(
+        groups,
+        rp.type,
+        time=rp.time,
+        multi_vm_consistency=plan.spec.failover.multi_vm_consistency and not planned,
+    )
+
+
+def _facts(
+    m: Member,
+    chosen: dict[str, RecoveryPoint] | NoPoint,
+    steps: Sequence[Any],
+    spec: failbackplan.FailbackPlanSpec,
+) -> VMFacts:
+    if m.vm is None or m.sites is None:
+        return VMFacts(m.name, ready=False, not_ready_reason=m.problem or "not found")
+    ready = find_condition(m.vm.status.conditions, ConditionType.READY)
+    point = chosen.get(m.name) if isinstance(chosen, dict) else None
+    g = m.mt_group
+    newest = g.newest_point if g is not None else None
+    released = g is not None and g.state is GroupState.RELEASED
+    restored = (
+        released and newest is not None and point is not None and newest.id == point.id
+    ) or (g is None and bool(m.files) and m.target is not None and _has(m.target, m.files))
+    if restored and point is None and newest is not None:
+        point = newest
+    stopped_at = m.azure_stopped_at or steplog.ended(steps, StepName.FENCE, m.name)
+    synced = newest is not None and stopped_at is not None and newest.source_time > stopped_at
+    target = m.target
+    if target is None:
+        onprem = Power.MISSING if "vCenter unreachable" not in m.notes else Power.UNKNOWN
+    else:
+        onprem = Power.STOPPED if target.power_state is VPower.OFF else Power.RUNNING
+    tools = target.tools_running if target is not None else None
+    version = target.tools_version_status if target is not None else None
+    guest_ready = tools == TOOLS_RUNNING or (
+        onprem is Power.RUNNING and version in (TOOLS_NOT_INSTALLED, None)
+    )
+    if guest_ready and tools != TOOLS_RUNNING:
+        m.notes.append("VMware Tools are not installed: the guest's readiness is not checked")
+    return VMFacts(
+        name=m.name,
+        ready=ready is not None and ready.status == TRUE,
+        not_ready_reason=(ready.message if ready is not None else "no status yet") or "",
+        point=point.id if point is not None else None,
+        azure=m.azure_power,
+        onprem=onprem,
+        synced_after_fence=synced,
+        restored=restored,
+        attached=target is not None and bool(m.files) and _has(target, m.files),
+        guest_ready=guest_ready,
+        replicating_from_azure=m.session,
+    )
+
+
+def _has(target: VM, files: Sequence[str]) -> bool:
+    attached = {d.file_name for d in target.disks}
+    return all(f in attached for f in files)
+
+
+# ------------------------------------------------------------------ act
+
+
+async def _perform(
+    actions: Sequence[Action],
+    members: Sequence[Member],
+    plan: FailbackPlan,
+    deps: Deps,
+    events: list[Event],
+) -> dict[steplog.Key, str]:
+    """Run this pass's actions together; the steps that failed for good, with why."""
+    by_name = {m.name: m for m in members}
+    failures: dict[steplog.Key, str] = {}
+
+    async def one(action: Action) -> None:
+        m = by_name.get(action.vm or "")
+        try:
+            if action.kind is ActionKind.COMMIT:
+                await asyncio.gather(*(_commit(x, deps) for x in members))
+            elif action.kind is ActionKind.START_REPROTECT:
+                return  # the ProtectedVM controller starts it once the plan says Reprotecting
+            elif m is not None:
+                await _act(action, m, deps)
+        except Retryable as exc:
+            events.append(Event("Warning", "StepRetrying", f"{action.vm}: {action.kind}: {exc}"))
+        except (Permanent, FailbackError) as exc:
+            step = _STEP_OF[action.kind]
+            group = m.group if m is not None else None
+            failures[(str(step), group, action.vm)] = str(exc)
+
+    await asyncio.gather(*(one(a) for a in actions))
+    return failures
+
+
+_STEP_OF = {
+    ActionKind.POWER_OFF_AZURE: StepName.FENCE,
+    ActionKind.SYNC_NOW: StepName.FINAL_SYNC,
+    ActionKind.RESTORE_POINT: StepName.RESTORE,
+    ActionKind.ATTACH_DISKS: StepName.ATTACH,
+    ActionKind.POWER_ON_ONPREM: StepName.POWER_ON,
+    ActionKind.COMMIT: StepName.COMMIT,
+    ActionKind.START_REPROTECT: StepName.REPROTECT,
+    ActionKind.POWER_OFF_ONPREM: StepName.CANCEL_POWER_OFF,
+    ActionKind.START_AZURE: StepName.CANCEL_START_AZURE,
+    ActionKind.RESUME_REPLICATION: StepName.CANCEL_RESUME,
+}
+
+
+def _ok(got: object, who: str, *, missing_ok: bool = False) -> None:
+    if isinstance(got, Refused):
+        if missing_ok and got.status == 404:
+            return
+        raise Permanent(f"the {who} refused: {got.code}: {got.message}")
+    if isinstance(got, Unanswered):
+        raise Retryable(f"the {who} did not answer: {got.message}", delay=10)
+
+
+async def _wait(sites: Sites, started: object) -> None:
+    moref = getattr(started, "moref", None)
+    if moref is None:
+        return
+    state = await sites.vcenter.wait(moref, TASK_PATIENCE)
+    if state.state == "error":
+        raise Retryable(f"vSphere task {moref} failed: {state.error}", delay=5)
+
+
+async def _act(action: Action, m: Member, deps: Deps) -> None:
+    if m.vm is None or m.sites is None:
+        return
+    sites, vm = m.sites, m.vm
+    ns, name = vm.meta.namespace, vm.meta.name
+    az, ps, mt = sites.azure, sites.process_server, sites.master_target
+    kind = action.kind
+    if kind is ActionKind.POWER_OFF_AZURE:
+        await sites.compute.begin_deallocate(az.resource_group, az.name)
+    elif kind is ActionKind.START_AZURE:
+        await sites.compute.begin_start(az.resource_group, az.name)
+    elif kind is ActionKind.SYNC_NOW:
+        got = await deps.sessions.run_cycle(ps.endpoint, ps.tls, ns, name)
+        if isinstance(got, Refused) and got.status in (404, 409):
+            return  # a cycle runs already, or the session is gone: the next pass looks
+        _ok(got, "process server")
+    elif kind is ActionKind.RESTORE_POINT and action.point is not None:
+        _ok(await deps.sessions.delete_session(ps.endpoint, ps.tls, ns, name), "process server",
+            missing_ok=True)  # fmt: skip
+        group = group_name(ns, name)
+        g = m.mt_group
+        if g is not None and g.state is GroupState.ACTIVE:
+            newest = g.newest_point
+            if g.cycle_open or newest is None or newest.id != action.point:
+                _ok(await deps.points.rollback(mt.endpoint, mt.tls, group, action.point),
+                    "master target")  # fmt: skip
+            _ok(await deps.points.release(mt.endpoint, mt.tls, group), "master target")
+    elif kind is ActionKind.ATTACH_DISKS:
+        await _attach(m)
+    elif kind is ActionKind.POWER_ON_ONPREM:
+        await _wait(sites, await sites.vcenter.power_on(target_vm_uuid(vm)))
+    elif kind is ActionKind.POWER_OFF_ONPREM:
+        await _wait(sites, await sites.vcenter.power_off(target_vm_uuid(vm)))
+    elif kind is ActionKind.RESUME_REPLICATION:
+        return  # the ProtectedVM controller resumes it once the plan says Cancelling
+
+
+async def _attach(m: Member) -> None:
+    """Move the target disks from the master target VM to the VM the member comes back as."""
+    if m.vm is None or m.sites is None:
+        return
+    sites, vm, files = m.sites, m.vm, m.files
+    if not files:
+        raise Permanent("the ProtectedVM records no target disks (status.replication)")
+    vc = sites.vcenter
+    await _wait(sites, await vc.detach_disks(sites.master_target_vm, files))
+    target = target_vm_uuid(vm)
+    if not _alternate(vm):
+        await _wait(sites, await vc.attach_disks(target, files))
+        return
+    placement = vm.spec.on_prem.alternate_placement
+    if placement is None:
+        raise Permanent("spec.onPrem.alternatePlacement is not set: no place for a new VM")
+    spec = NewVM(
+        name=vm.meta.name,
+        guest_id=GUEST_IDS.get(str(vm.spec.os_type), "otherGuest64"),
+        placement=VMPlacement(
+            datacenter=placement.datacenter,
+            datastore=placement.datastore,
+            host=placement.host,
+            cluster=placement.cluster,
+            folder=placement.folder,
+            networks=tuple(n.port_group for n in placement.networks),
+        ),
+        instance_uuid=target,
+        disk_files=files,
+    )
+    started = await vc.create_vm(spec)
+    if isinstance(started, str):
+        await _wait(sites, await vc.attach_disks(target, files))
+    else:
+        await _wait(sites, started)
+
+
+async def _commit(m: Member, deps: Deps) -> None:
+    """Discard the member's recovery points: the failback is final."""
+    if m.vm is None or m.sites is None:
+        return
+    mt = m.sites.master_target
+    group = group_name(m.vm.meta.namespace, m.vm.meta.name)
+    _ok(await deps.points.delete_group(mt.endpoint, mt.tls, group), "master target",
+        missing_ok=True)  # fmt: skip
+
+
+# ------------------------------------------------------------------ report
+
+
+def _annotate(
+    lines: Sequence[machine.StepLine],
+    members: Sequence[Member],
+    spec: failbackplan.FailbackPlanSpec,
+) -> list[machine.StepLine]:
+    """Add where each VM comes back and what moves to its preflight line; the notes (R-POST-1/2)
+    to its guest-ready line."""
+    by_name = {m.name: m for m in members}
+    out = []
+    for line in lines:
+        m = by_name.get(line.vm or "")
+        if (
+            m is not None
+            and m.vm is not None
+            and line.name is StepName.PREFLIGHT
+            and not line.message
+        ):
+            out.append(replace(line, message=_where(m, spec)))
+        elif m is not None and line.name is StepName.GUEST_READY and m.notes and not line.message:
+            out.append(replace(line, message="; ".join(m.notes)))
+        else:
+            out.append(line)
+    return out
+
+
+def _where(m: Member, spec: failbackplan.FailbackPlanSpec) -> str:
+    assert m.vm is not None
+    location = m.vm.status.location
+    target = location.target if location is not None else None
+    size = sum(
+        t.size_bytes
+        for t in (m.vm.status.replication.target_disks if m.vm.status.replication else ())
+    )
+    sync = "final delta sync" if spec.failover.type is FailoverType.PLANNED else "no final sync"
+    return f"to the {target or 'unknown'} location; {sync}; disks {size} bytes"
+
+
+def _site(members: Sequence[Member], phase: PlanPhase) -> ObservedSite:
+    on = sum(1 for m in members if m.target is not None and m.target.power_state is VPower.ON)
+    if on == 0:
+        return ObservedSite.AZURE
+    return ObservedSite.ON_PREM if on == len(members) else ObservedSite.MIXED
+
+
+_PROGRESS = {
+    PlanPhase.VALIDATING: Reason.VALIDATING,
+    PlanPhase.FAILING_OVER: Reason.FAILING_OVER,
+    PlanPhase.COMMITTING: Reason.COMMITTING,
+    PlanPhase.REPROTECTING: Reason.REPROTECTING,
+    PlanPhase.CANCELLING: Reason.CANCELLING,
+}
+
+
+def _conditions(
+    plan: FailbackPlan,
+    members: Sequence[Member],
+    others: Sequence[FailbackPlan],
+    chosen: dict[str, RecoveryPoint] | NoPoint,
+    decision: machine.Decision,
+    phase: PlanPhase,
+    run_id: str | None,
+    now: dt.datetime,
+) -> list[Condition]:
+    gen = plan.meta.generation
+    conds: list[Condition] = list(plan.status.conditions)
+
+    def put(type_: str, status: Any, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = set_condition(conds, Condition(type_, status, reason, message, gen, now))
+
+    missing = [m.name for m in members if m.vm is None]
+    if missing:
+        put(ConditionType.MEMBERS_FOUND, FALSE, Reason.MEMBER_NOT_FOUND,
+            f"no ProtectedVM {', '.join(missing)} in namespace {plan.meta.namespace}")  # fmt: skip
+    else:
+        put(ConditionType.MEMBERS_FOUND, TRUE, Reason.CHECK_PASSED, "every member exists")
+    shared = [(m.name, o.meta.name) for o in others for m in members if m.name in o.spec.members]
+    if shared:
+        vm, other = shared[0]
+        put(ConditionType.MEMBERS_EXCLUSIVE, FALSE, Reason.VM_IN_ANOTHER_PLAN,
+            f"{vm} is also in FailbackPlan {other}: a VM belongs to at most one plan")  # fmt: skip
+    else:
+        put(
+            ConditionType.MEMBERS_EXCLUSIVE,
+            TRUE,
+            Reason.CHECK_PASSED,
+            "no member is in another plan",
+        )
+    put(ConditionType.REPLICATION_GROUP_CONSISTENT, TRUE, Reason.CHECK_PASSED,
+        "every replication group is whole in this plan")  # fmt: skip
+    not_ready = [
+        m.name
+        for m in members
+        if m.vm is None
+        or (c := find_condition(m.vm.status.conditions, ConditionType.READY)) is None
+        or c.status != TRUE
+    ]
+    held = run_id is not None and phase not in (PlanPhase.READY, PlanPhase.VALIDATING)
+    if not_ready and not held:
+        put(ConditionType.MEMBERS_READY, FALSE, Reason.MEMBERS_NOT_READY,
+            f"not Ready: {', '.join(not_ready)}")  # fmt: skip
+    else:
+        put(ConditionType.MEMBERS_READY, TRUE, Reason.CHECK_PASSED, "every member is Ready")
+    if isinstance(chosen, NoPoint) and not held:
+        put(ConditionType.RECOVERY_POINT_AVAILABLE, FALSE, Reason.RECOVERY_POINT_NOT_FOUND,
+            chosen.message)  # fmt: skip
+    else:
+        put(ConditionType.RECOVERY_POINT_AVAILABLE, TRUE, Reason.CHECK_PASSED,
+            "every member has the recovery point asked for")  # fmt: skip
+    blocked = decision.blocked
+    if phase in _PROGRESS:
+        put(ConditionType.PROGRESSING, TRUE, _PROGRESS[phase], blocked or f"{phase}")
+    elif phase is PlanPhase.FAILED_OVER:
+        put(ConditionType.PROGRESSING, FALSE, Reason.AWAITING_COMMIT_APPROVAL, blocked)
+    else:
+        put(ConditionType.PROGRESSING, FALSE, Reason.IDLE, "no run is in progress")
+    if plan.spec.dry_run:
+        put(ConditionType.SUCCEEDED, TRUE, Reason.DRY_RUN_COMPLETED,
+            "the dry run published its steps in status.steps; nothing was changed")  # fmt: skip
+    elif phase is PlanPhase.FAILED:
+        put(ConditionType.SUCCEEDED, FALSE, Reason.RUN_FAILED, blocked or "a step failed")
+    elif phase is PlanPhase.COMPLETED:
+        put(ConditionType.SUCCEEDED, TRUE, Reason.COMPLETED,
+            "the failback is committed and replication to Azure runs")  # fmt: skip
+    elif phase is PlanPhase.COMMITTED:
+        put(ConditionType.SUCCEEDED, TRUE, Reason.COMMITTED, "the failback is committed")
+    elif decision.done and plan.status.run_id is not None and plan.spec.active_site is Site.AZURE:
+        put(ConditionType.SUCCEEDED, FALSE, Reason.CANCELLED,
+            "the run was cancelled; the VMs run in Azure")  # fmt: skip
+    elif run_id is not None:
+        put(ConditionType.SUCCEEDED, UNKNOWN, Reason.RUN_IN_PROGRESS, blocked or "the run goes on")
+    else:
+        succeeded = find_condition(conds, ConditionType.SUCCEEDED)
+        if succeeded is None or succeeded.reason in (Reason.INITIALIZING, Reason.RUN_IN_PROGRESS):
+            put(ConditionType.SUCCEEDED, UNKNOWN, Reason.NO_RUN, "no failback was asked for yet")
+    return refresh_conditions(
+        conds, failbackplan.CONDITION_TYPES, failbackplan.VALIDATIONS, gen, now
+    )

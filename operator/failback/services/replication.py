@@ -1,0 +1,470 @@
+"""A ProtectedVM's replication: observe the data plane and both sites, perform the one step
+``domain.reprotect`` asks for, and report progress, RPO and recovery points.
+
+With no plan run driving it, a VM replicates from where it runs to the other site
+(reprotect, R-FLOW-1/3): Azure → on-premises through the process server into the master
+target's group, or on-premises → Azure into replica disks after a committed failback. While
+a FailbackPlan's run moves the VM, this pass only observes: the plan drives the session and
+the disks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+
+from failback.api import mastertarget, processserver, protectedvm
+from failback.api.common import Site
+from failback.api.conditions import (
+    FALSE,
+    TRUE,
+    UNKNOWN,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Reason,
+)
+from failback.api.protectedvm import Direction, Replication, ReplicationState, TargetDisk
+from failback.domain import reprotect
+from failback.domain.outcome import Refused, Unanswered
+from failback.domain.recoverypoints import GroupStatus
+from failback.domain.replication import (
+    AzureToOnPremSpec,
+    MasterTargetRef,
+    OnPremToAzureSpec,
+    ReplicaDisk,
+    SessionStatus,
+    SourceDisk,
+    VCenterVM,
+)
+from failback.errors import FailbackError, Retryable
+from failback.ports.azure import AzureClients, VirtualMachine
+from failback.ports.kubernetes import SecretReader
+from failback.ports.mastertarget import RecoveryPoints
+from failback.ports.processserver import ReplicationSessions
+from failback.ports.vsphere import NewDisk, VCenters
+from failback.services import processserver as ps_service
+from failback.services import vcenter as vc_service
+from failback.services.sites import (
+    Sites,
+    azure_disks,
+    failback_vm_uuid,
+    resolve,
+    target_vm_uuid,
+    vsphere_vm,
+)
+
+Verdict = tuple[ConditionStatus, str, str]
+"""A condition's status, reason and message."""
+
+STEPS_PER_PASS = 8
+"""At most this many replication steps in one pass (each after a fresh observation)."""
+
+TASK_PATIENCE = 20.0
+"""Seconds one pass waits for a vSphere task it started (longer ones: the next pass)."""
+
+
+@dataclass(frozen=True)
+class Deps:
+    secrets: SecretReader
+    vcenters: VCenters
+    azure: AzureClients
+    sessions: ReplicationSessions
+    points: RecoveryPoints
+    interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What the FailbackPlan listing the VM (if any) says about it."""
+
+    plan: str | None = None
+    held: bool = False
+    """A run of the plan drives the VM now: observe only."""
+    active_on_prem: bool = False
+    """A failback of the VM was committed: it runs on-premises."""
+    reprotect: bool = True
+    """Replicate back to Azure once on-premises (the plan's reprotectAfterCommit)."""
+    awaiting_commit: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    conditions: tuple[Condition, ...]
+    replication: Replication
+    active_site: Site
+    rpo_seconds: int | None = None
+    recovery_points: protectedvm.RecoveryPoints | None = None
+    allowed_actions: tuple[protectedvm.Action, ...] = ()
+    retry_after: float | None = None
+    events: tuple[str, ...] = field(default=())
+    """What this pass did, for the VM's Events."""
+
+
+def session_interval(vm: protectedvm.ProtectedVM, configured: float) -> float:
+    """Cycles at least three times per RPO threshold, so one missed cycle does not breach it."""
+    return max(1.0, min(configured, vm.spec.policy.rpo_threshold.total_seconds() / 3))
+
+
+def _conds(gen: int, now: dt.datetime, health: Verdict, rpo: Verdict) -> tuple[Condition, ...]:
+    return (
+        Condition(ConditionType.REPLICATION_HEALTHY, *health, gen, now),
+        Condition(ConditionType.RPO_WITHIN_THRESHOLD, *rpo, gen, now),
+    )
+
+
+NO_POINT: Verdict = (UNKNOWN, Reason.NO_RECOVERY_POINT, "No durable recovery point exists yet.")
+
+
+async def replicate(
+    vm: protectedvm.ProtectedVM,
+    mt: mastertarget.MasterTarget | None,
+    ps: processserver.ProcessServer | None,
+    azure_vm: VirtualMachine | None,
+    alternate: bool,
+    own: Ownership,
+    startable: bool,
+    deps: Deps,
+    now: dt.datetime,
+) -> Result:
+    """One pass of ``vm``'s replication (see the module doc)."""
+    gen = vm.meta.generation
+    site = Site.ON_PREM if own.active_on_prem else Site.AZURE
+    old = vm.status.replication or Replication()
+    direction = Direction.ON_PREM_TO_AZURE if own.active_on_prem else Direction.AZURE_TO_ON_PREM
+    idle = replace(old, direction=direction, state=old.state or ReplicationState.NOT_STARTED)
+    if mt is None or ps is None or (not startable and not own.held):
+        message = "Replication starts once every other check of the VM passes."
+        return Result(
+            _conds(gen, now, (UNKNOWN, Reason.REPLICATION_NOT_STARTED, message), NO_POINT),
+            idle,
+            site,
+        )
+    try:
+        sites = await resolve(vm, mt, ps, deps.secrets, deps.vcenters, deps.azure, now)
+        if own.active_on_prem:
+            return await _reverse(vm, sites, own, deps, now, idle)
+        return await _forward(vm, sites, azure_vm, alternate, own, deps, now, idle)
+    except (ps_service.Unresolved, vc_service.Unresolved) as exc:
+        health = (UNKNOWN, Reason.REPLICATION_NOT_STARTED, f"cannot replicate yet: {exc}")
+        return Result(_conds(gen, now, health, NO_POINT), idle, site)
+    except FailbackError as exc:
+        delay = exc.delay if isinstance(exc, Retryable) else None
+        status = UNKNOWN if isinstance(exc, Retryable) else FALSE
+        health = (status, Reason.REPLICATION_FAILED, f"replication step failed: {exc}")
+        return Result(_conds(gen, now, health, NO_POINT), idle, site, retry_after=delay)
+
+
+async def _session(deps: Deps, sites: Sites, ns: str, name: str) -> SessionStatus | None:
+    ps = sites.process_server
+    got = await deps.sessions.session(ps.endpoint, ps.tls, ns, name)
+    if isinstance(got, Refused):
+        if got.status == 404:
+            return None
+        raise FailbackError(f"process server refused: {got.code}: {got.message}")
+    if isinstance(got, Unanswered):
+        raise Retryable(f"process server {ps.endpoint}: {got.message}", delay=10)
+    return got
+
+
+async def _group(deps: Deps, sites: Sites, group: str) -> GroupStatus | None:
+    mt = sites.master_target
+    got = await deps.points.group(mt.endpoint, mt.tls, group)
+    if isinstance(got, Refused):
+        if got.status == 404:
+            return None
+        raise FailbackError(f"master target refused: {got.code}: {got.message}")
+    if isinstance(got, Unanswered):
+        raise Retryable(f"master target {mt.endpoint}: {got.message}", delay=10)
+    return got
+
+
+async def _wait_task(sites: Sites, started: object) -> None:
+    moref = getattr(started, "moref", None)
+    if moref is None:
+        return
+    state = await sites.vcenter.wait(moref, TASK_PATIENCE)
+    if state.state == "error":
+        raise FailbackError(f"vSphere task {moref} failed: {state.error}")
+
+
+async def _forward(
+    vm: protectedvm.ProtectedVM,
+    sites: Sites,
+    azure_vm: VirtualMachine | None,
+    alternate: bool,
+    own: Ownership,
+    deps: Deps,
+    now: dt.datetime,
+    idle: Replication,
+) -> Result:
+    ns, name, gen = vm.meta.namespace, vm.meta.name, vm.meta.generation
+    group_name = reprotect.group_name(ns, name)
+    session = await _session(deps, sites, ns, name)
+    group = await _group(deps, sites, group_name)
+    disks = await azure_disks(sites.compute, azure_vm) if azure_vm is not None else ()
+    recorded = idle.target_disks
+    events: list[str] = []
+    step = reprotect.Step(reprotect.StepKind.REPLICATING)
+    for _ in range(STEPS_PER_PASS if not own.held and azure_vm is not None else 0):
+        # Observe, act, and observe again: the steps that hold now are not redone.
+        facts = await _forward_facts(vm, sites, alternate, disks, recorded, group, session)
+        step = reprotect.next_step(facts)
+        if step.kind in (reprotect.StepKind.BLOCKED, reprotect.StepKind.REPLICATING):
+            break
+        recorded = await _perform(vm, sites, facts, step, deps, group_name)
+        events.append(step.message)
+        if step.kind is reprotect.StepKind.ENSURE_GROUP:
+            group = await _group(deps, sites, group_name)
+        if step.kind is reprotect.StepKind.ENSURE_SESSION:
+            session = await _session(deps, sites, ns, name)
+    total = sum(d.size_bytes for d in disks)
+    replication = replace(
+        reprotect.replication_status(Direction.AZURE_TO_ON_PREM, session, total, now, own.held),
+        target_disks=recorded,
+    )
+    health = _health(replication, session, step, own)
+    rpo, points, rpo_cond = _points(vm, group, now)
+    has_point = group is not None and group.newest_point is not None
+    actions = reprotect.allowed_actions(
+        active_on_prem=False,
+        held=own.held,
+        has_point=has_point,
+        replicating=session is not None,
+        awaiting=own.awaiting_commit,
+    )
+    return Result(
+        _conds(gen, now, health, rpo_cond),
+        replication,
+        Site.AZURE,
+        rpo,
+        points,
+        actions,
+        retry_after=None,
+        events=tuple(events),
+    )
+
+
+async def _forward_facts(
+    vm: protectedvm.ProtectedVM,
+    sites: Sites,
+    alternate: bool,
+    disks: tuple[reprotect.AzureDisk, ...],
+    recorded: tuple[TargetDisk, ...],
+    group: GroupStatus | None,
+    session: SessionStatus | None,
+) -> reprotect.ForwardFacts:
+    vc = sites.vcenter
+    mt_vm = await vc.vm(sites.master_target_vm)
+    if mt_vm is None:
+        raise FailbackError(f"the master target VM {sites.master_target_vm} is not found")
+    original = None
+    if vm.spec.on_prem.original_vm is not None:
+        found = await vc.vm(vm.spec.on_prem.original_vm.instance_uuid)
+        original = vsphere_vm(found) if found is not None else None
+    others = [original] if original is not None else []
+    created = await vc.vm(failback_vm_uuid(vm))
+    if created is not None:
+        others.append(vsphere_vm(created))
+    placement = vm.spec.on_prem.alternate_placement
+    return reprotect.ForwardFacts(
+        namespace=vm.meta.namespace,
+        name=vm.meta.name,
+        alternate=alternate,
+        azure_disks=disks,
+        recorded=recorded,
+        master_target=vsphere_vm(mt_vm),
+        others=tuple(others),
+        original=original,
+        alternate_datastore=placement.datastore if placement is not None else None,
+        group=group,
+        session=session,
+    )
+
+
+async def _perform(
+    vm: protectedvm.ProtectedVM,
+    sites: Sites,
+    facts: reprotect.ForwardFacts,
+    step: reprotect.Step,
+    deps: Deps,
+    group_name: str,
+) -> tuple[TargetDisk, ...]:
+    """Do ``step``; the target disks to record."""
+    kind = reprotect.StepKind
+    vc = sites.vcenter
+    if step.kind is kind.RECORD_TARGETS:
+        return step.targets
+    if step.kind is kind.DETACH and step.vm is not None:
+        await _wait_task(sites, await vc.detach_disks(step.vm, step.files))
+    elif step.kind is kind.ATTACH_TO_MASTER_TARGET:
+        placement = vm.spec.on_prem.alternate_placement
+        if step.folder is not None and placement is not None:
+            await vc.make_directory(placement.datacenter, step.folder)
+        new = tuple(NewDisk(t.file, t.size_bytes) for t in step.new)
+        await _wait_task(sites, await vc.attach_disks(sites.master_target_vm, step.files, new))
+    elif step.kind is kind.ENSURE_GROUP:
+        mt = sites.master_target
+        wanted = [(t.uuid or "", t.size_bytes) for t in facts.recorded]
+        got = await deps.points.ensure_group(mt.endpoint, mt.tls, group_name, wanted)
+        _check(got, "master target")
+    elif step.kind is kind.ENSURE_SESSION:
+        ps = sites.process_server
+        spec = AzureToOnPremSpec(
+            subscription_id=sites.azure.subscription,
+            master_target=MasterTargetRef(sites.master_target.endpoint, group_name),
+            disks=tuple(
+                SourceDisk(a.resource_group, a.name, t.uuid or "")
+                for a, t in zip(facts.azure_disks, facts.recorded, strict=True)
+            ),
+            interval_seconds=session_interval(vm, deps.interval),
+            vm_id=vm.spec.azure.vm_id,
+        )
+        got2 = await deps.sessions.put_session(
+            ps.endpoint, ps.tls, vm.meta.namespace, vm.meta.name, spec
+        )
+        _check(got2, "process server")
+    return facts.recorded
+
+
+def _check(got: object, who: str) -> None:
+    if isinstance(got, Refused):
+        raise FailbackError(f"the {who} refused: {got.code}: {got.message}")
+    if isinstance(got, Unanswered):
+        raise Retryable(f"the {who} did not answer: {got.message}", delay=10)
+
+
+def _health(
+    replication: Replication,
+    session: SessionStatus | None,
+    step: reprotect.Step,
+    own: Ownership,
+) -> Verdict:
+    if step.kind is reprotect.StepKind.BLOCKED:
+        return FALSE, step.reason or Reason.REPLICATION_FAILED, step.message
+    if session is None:
+        if own.held:
+            return (
+                FALSE,
+                Reason.REPLICATION_PAUSED,
+                f"FailbackPlan {own.plan} stopped replication: the VM is failing back",
+            )
+        return UNKNOWN, Reason.REPLICATION_NOT_STARTED, f"preparing replication: {step.message}"
+    state = replication.state
+    if state is ReplicationState.ERROR and session.last_error is not None:
+        e = session.last_error
+        return FALSE, Reason.REPLICATION_FAILED, f"{e.code}: {e.message}"
+    if state is ReplicationState.INITIAL_SYNC:
+        return UNKNOWN, Reason.INITIAL_SYNC, "the first full copy runs"
+    if state is ReplicationState.RESYNCHRONIZING:
+        why = session.resync_pending or "a disk is copied again"
+        return UNKNOWN, Reason.RESYNCHRONIZING, why
+    if state is ReplicationState.PAUSED:
+        return FALSE, Reason.REPLICATION_PAUSED, "replication is paused"
+    return TRUE, Reason.REPLICATING, f"replicating; the newest point is {session.last_point}"
+
+
+def _points(
+    vm: protectedvm.ProtectedVM, group: GroupStatus | None, now: dt.datetime
+) -> tuple[int | None, protectedvm.RecoveryPoints | None, Verdict]:
+    if group is None or group.newest_point is None:
+        return None, None, NO_POINT
+    newest = group.newest_point
+    rpo = max(0, int((now - newest.source_time).total_seconds()))
+    points = protectedvm.RecoveryPoints(
+        latest=newest.source_time,
+        latest_app_consistent=newest.source_time if newest.app_consistent else None,
+        oldest=group.oldest_point.source_time if group.oldest_point else None,
+        count=group.point_count,
+    )
+    threshold = int(vm.spec.policy.rpo_threshold.total_seconds())
+    if rpo <= threshold:
+        cond = (TRUE, Reason.RPO_MET, f"RPO {rpo}s is within {threshold}s")
+    else:
+        cond = (FALSE, Reason.RPO_EXCEEDED, f"RPO {rpo}s is above {threshold}s")
+    return rpo, points, cond
+
+
+# ------------------------------------------------------------------ back to Azure
+
+
+def replica_name(azure_disk: str) -> str:
+    return f"{azure_disk}-reprotect"[:80]
+
+
+async def _reverse(
+    vm: protectedvm.ProtectedVM,
+    sites: Sites,
+    own: Ownership,
+    deps: Deps,
+    now: dt.datetime,
+    idle: Replication,
+) -> Result:
+    """After a committed failback: replicate the on-premises VM into Azure replica disks."""
+    ns, name, gen = vm.meta.namespace, vm.meta.name, vm.meta.generation
+    session = await _session(deps, sites, ns, name)
+    events: list[str] = []
+    if session is None and own.reprotect and not own.held:
+        onprem_uuid = target_vm_uuid(vm)
+        found = await sites.vcenter.vm(onprem_uuid)
+        if found is None:
+            raise FailbackError(f"the on-premises VM {onprem_uuid} is not found")
+        by_file = {d.file_name: d for d in found.disks}
+        azure_vm = await sites.compute.get_vm(sites.azure.resource_group, sites.azure.name)
+        location = azure_vm.location if azure_vm is not None else ""
+        replicas = tuple(
+            ReplicaDisk(by_file[t.file].uuid or "", sites.azure.resource_group,
+                        replica_name(t.source))
+            for t in idle.target_disks
+            if t.file in by_file
+        )  # fmt: skip
+        spec = OnPremToAzureSpec(
+            subscription_id=sites.azure.subscription,
+            vcenter=VCenterVM(sites.vcenter.server, onprem_uuid),
+            replicas=replicas,
+            location=location,
+            retention_seconds=vm.spec.policy.recovery_point_retention.total_seconds(),
+            interval_seconds=session_interval(vm, deps.interval),
+            vm_id=vm.spec.azure.vm_id,
+        )
+        ps = sites.process_server
+        _check(
+            await deps.sessions.put_session(ps.endpoint, ps.tls, ns, name, spec), "process server"
+        )
+        events.append("reverse replication to Azure started")
+        session = await _session(deps, sites, ns, name)
+    total = sum(t.size_bytes for t in idle.target_disks)
+    replication = replace(
+        reprotect.replication_status(Direction.ON_PREM_TO_AZURE, session, total, now),
+        target_disks=idle.target_disks,
+    )
+    health: Verdict
+    if session is None:
+        health = (
+            FALSE,
+            Reason.UNPROTECTED,
+            "the VM runs on-premises and nothing replicates it to Azure yet",
+        )
+    else:
+        health = _health(replication, session, reprotect.Step(reprotect.StepKind.REPLICATING), own)
+    rpo_cond: Verdict = NO_POINT
+    rpo = None
+    if session is not None and session.rpo_source_time is not None:
+        rpo = max(0, int((now - session.rpo_source_time).total_seconds()))
+        threshold = int(vm.spec.policy.rpo_threshold.total_seconds())
+        rpo_cond = (
+            (TRUE, Reason.RPO_MET, f"RPO {rpo}s is within {threshold}s")
+            if rpo <= threshold
+            else (FALSE, Reason.RPO_EXCEEDED, f"RPO {rpo}s is above {threshold}s")
+        )
+    actions = reprotect.allowed_actions(
+        active_on_prem=True,
+        held=own.held,
+        has_point=False,
+        replicating=session is not None,
+        awaiting=False,
+    )
+    return Result(
+        _conds(gen, now, health, rpo_cond), replication, Site.ON_PREM, rpo, None, actions,
+        events=tuple(events),
+    )  # fmt: skip
