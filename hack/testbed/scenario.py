@@ -281,11 +281,12 @@ class Scenario:
                     return m.disks[i]
         raise KeyError(disk)
 
-    def azure_bytes(self, name: str) -> list[bytes]:
+    def azure_bytes(self, name: str, disks: Sequence[str] | None = None) -> list[bytes]:
+        """The bytes of ``name``'s Azure disks (or of ``disks``, as large as those)."""
         control = self.emulator.control
         out = []
-        for disk in self.azure_disks(name):
-            size = self._azure_size(disk)
+        for own, disk in zip(self.azure_disks(name), disks or self.azure_disks(name), strict=True):
+            size = self._azure_size(own)
             out.append(
                 b"".join(
                     control.read_disk(self.resource_group, disk, at, min(MIB, size - at))

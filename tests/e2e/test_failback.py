@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ import pytest
 from kubernetes import client
 
 from failback.api.constants import GROUP, VERSION
+from failback.services.sites import FAILBACK_VM_NAMESPACE
 from testbed import operator as operator_
 from testbed.azure.process import AzureEmulator
+from testbed.invariant import check_never_both_running
 from testbed.kube import Kube
 from testbed.procs import stop
 from testbed.scenario import Machine, Scenario
@@ -29,6 +32,13 @@ from testbed.tools import Tool
 from testbed.vcsim import VCenter
 
 pytestmark = pytest.mark.testbed
+
+MIB = 1 << 20
+MACHINES = [
+    Machine("web-01"),  # its original VM exists: delta sync into it (R-LOC-1)
+    Machine("app-01", original=False, disks=(4 * MIB, 2 * MIB)),  # a new VM (R-LOC-2)
+    Machine("phys-01", physical=True),  # a physical server comes back as a VM (R-LOC-3)
+]
 
 
 def _get(k8s: Any, ns: str, plural: str, name: str) -> dict[str, Any]:
@@ -42,6 +52,10 @@ def _patch(k8s: Any, ns: str, plural: str, name: str, spec: dict[str, Any]) -> N
     client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
         GROUP, VERSION, ns, plural, name, {"spec": spec}
     )
+
+
+def failback_vm_uuid_of(uid: str) -> str:
+    return str(uuid.uuid5(FAILBACK_VM_NAMESPACE, uid))
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
@@ -86,6 +100,12 @@ class World:
             + "\n".join(errors[-20:])
         )
 
+    def pvm_target(self, name: str) -> str:
+        """The on-premises VM the machine runs as after failback."""
+        if name in self.sc.originals:
+            return self.sc.originals[name]
+        return failback_vm_uuid_of(self.pvm(name)["metadata"]["uid"])
+
     def protected(self, name: str) -> bool:
         status = self.pvm(name).get("status") or {}
         return (
@@ -110,7 +130,7 @@ def world(
     sc = Scenario(tmp_path / "sc", namespace, kubectl, azure_emulator, vcenter, si)
     op = None
     try:
-        sc.build([Machine("web-01")])
+        sc.build(MACHINES)
         op = operator_.start(
             kube,
             tmp_path / "operator",
@@ -132,21 +152,73 @@ def world(
         sc.stop()
 
 
-def test_planned_failback_to_the_original_vm(world: World) -> None:
+def test_reprotect_planned_failback_of_three_groups_commit_and_reverse_reprotect(
+    world: World,
+) -> None:
     sc = world.sc
     rng = random.Random(11)
-    world.wait("web-01 is Protected with a recovery point", lambda: world.protected("web-01"))
-    sizes = list(sc.machines["web-01"].disks)
+    since = sc.emulator.control.events()[-1]["seq"]
+    for name in sc.machines:
+        world.wait(f"{name} is Protected with a recovery point", lambda n=name: world.protected(n))
+    pvm = world.pvm("app-01")["status"]
+    assert pvm["location"]["target"] == "Alternate"
+    assert pvm["replication"]["direction"] == "AzureToOnPrem"
+    assert [t["source"] for t in pvm["replication"]["targetDisks"]] == ["app-01-os", "app-01-data0"]
+    assert "Failback" in pvm["allowedActions"]
 
-    # The machine keeps writing in Azure; a planned failback loses none of it.
-    for disk in sc.azure_disks("web-01"):
-        sc.write_azure(disk, rng)
+    # The machines keep writing in Azure; a planned failback loses none of it.
+    for name in sc.machines:
+        for disk in sc.azure_disks(name):
+            sc.write_azure(disk, rng)
     _patch(world.k8s, sc.namespace, "failbackplans", sc.plan, {"activeSite": "OnPrem"})
     world.wait(
         "the plan completed",
         lambda: (world.plan().get("status") or {}).get("phase") == "Completed",
-        timeout=180,
+        timeout=240,
     )
-    original = sc.originals["web-01"]
-    assert sc.power(original) == "poweredOn"
-    assert sc.onprem_bytes(original, sizes) == sc.azure_bytes("web-01")
+    plan = world.plan()["status"]
+    assert plan["activeSite"] == "OnPrem"
+    assert plan["runId"].startswith("run-")
+    by_step: dict[tuple[str, str | None], dict[str, Any]] = {
+        (s["name"], s.get("vm")): s for s in plan["steps"]
+    }
+    for name in sc.machines:
+        for step in ("preflight", "fence", "final-sync", "restore", "attach", "power-on"):
+            line = by_step[(step, name)]
+            assert line["state"] == "Succeeded", line
+            assert line["startTime"] <= line["endTime"], line
+    # Groups run in order: app-01 was fenced only after web-01 ran on-premises.
+    assert by_step[("power-on", "web-01")]["endTime"] <= by_step[("fence", "app-01")]["startTime"]
+    assert by_step[("commit", None)]["state"] == "Succeeded"
+
+    pairs = []
+    for name, machine in sc.machines.items():
+        target = world.pvm_target(name)
+        assert sc.power(target) == "poweredOn", name
+        assert sc.onprem_bytes(target, machine.disks) == sc.azure_bytes(name), name
+        pairs.append(((sc.resource_group, name), target))
+
+    # Reverse reprotect: each machine replicates into Azure replica disks.
+    def reverse_replicating() -> bool:
+        for name in sc.machines:
+            status = world.pvm(name).get("status") or {}
+            replication = status.get("replication") or {}
+            if (
+                status.get("activeSite") != "OnPrem"
+                or replication.get("direction") != ("OnPremToAzure")
+                or replication.get("state") != "Replicating"
+            ):
+                return False
+        return True
+
+    world.wait("every machine replicates back to Azure", reverse_replicating, timeout=120)
+    for name, machine in sc.machines.items():
+        replicas = [f"{d}-reprotect" for d in sc.azure_disks(name)]
+        assert sc.azure_bytes(name, replicas) == sc.onprem_bytes(
+            world.pvm_target(name), machine.disks
+        ), name
+
+    report = check_never_both_running(sc.emulator.control, sc.si, pairs, since_seq=since)
+    for pair in report.pairs:
+        assert pair.azure, "the Azure side ran in this test"
+        assert pair.onprem, "the on-premises side ran in this test"

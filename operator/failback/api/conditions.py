@@ -354,6 +354,10 @@ class Reason(_Documented):
         "LicenseUnknown",
         "Unknown (R-PRE-15): vCenter reports no licence edition for the ESXi host.",
     )
+    SOURCE_OS_UNKNOWN = (
+        "SourceOSUnknown",
+        "Unknown (R-PRE-16): Azure reports no OS name for the Windows server yet.",
+    )
     UNSUPPORTED_SOURCE_OS = (
         "UnsupportedSourceOS",
         "False (R-PRE-16): Windows Server 2008 R2 SP1 protected as physical cannot fail back.",

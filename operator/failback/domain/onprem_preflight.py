@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from failback.api import crossobject
+from failback.api.common import OSType
 from failback.api.conditions import (
     FALSE,
     TRUE,
@@ -178,7 +179,17 @@ def preflight(
               f"MasterTarget {master_target.name} runs {spec.os_type.value} too.")  # fmt: skip
 
     # R-PRE-16
-    if ConditionType.SOURCE_OS_SUPPORTED in applicable and source_os is not None:
+    if ConditionType.SOURCE_OS_SUPPORTED in applicable and source_os is None:
+        if spec.os_type is OSType.LINUX:
+            c(ConditionType.SOURCE_OS_SUPPORTED, TRUE, Reason.CHECK_PASSED,
+              "A Linux server can fail back from a physical source (R-PRE-16 concerns "
+              "Windows Server 2008 R2 SP1 only).")  # fmt: skip
+        else:
+            c(ConditionType.SOURCE_OS_SUPPORTED, UNKNOWN, Reason.SOURCE_OS_UNKNOWN,
+              "Azure reports no OS name for this Windows server yet (its VM agent tells it): "
+              "Windows Server 2008 R2 SP1 protected as a physical machine cannot fail back "
+              "(R-PRE-16), so the check waits for it.")  # fmt: skip
+    elif ConditionType.SOURCE_OS_SUPPORTED in applicable and source_os is not None:
         if UNSUPPORTED_PHYSICAL_OS.search(source_os):
             c(ConditionType.SOURCE_OS_SUPPORTED, FALSE, Reason.UNSUPPORTED_SOURCE_OS,
               f"This physical server runs {source_os}: Windows Server 2008 R2 SP1 protected "

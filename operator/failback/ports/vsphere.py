@@ -120,6 +120,8 @@ class NewVM:
     memory_mib: int = 4096
     disk_files: tuple[str, ...] = ()
     """Existing VMDKs (``[ds] path.vmdk``) to attach, in order."""
+    disk_sizes: Mapping[str, int] | None = None
+    """Their sizes by file, when known (see ``VCenter.attach_disks``)."""
     new_disks: tuple[NewDisk, ...] = ()
     extra_config: Mapping[str, str] | None = None
 
@@ -232,10 +234,15 @@ class VCenter(Protocol):
         ...
 
     async def attach_disks(
-        self, instance_uuid: str, files: Sequence[str], new: Sequence[NewDisk] = ()
+        self,
+        instance_uuid: str,
+        files: Sequence[str],
+        new: Sequence[NewDisk] = (),
+        sizes: Mapping[str, int] | None = None,
     ) -> TaskState | None:
         """Attach existing VMDKs (and create new ones) to the VM; None when every file
-        is attached already and no new disk is asked for."""
+        is attached already and no new disk is asked for. ``sizes``: the existing files'
+        sizes when known (vSphere reads them from the descriptors; vcsim needs them)."""
         ...
 
     async def detach_disks(self, instance_uuid: str, files: Sequence[str]) -> TaskState | None:

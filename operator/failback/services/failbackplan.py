@@ -120,9 +120,14 @@ class Member:
 
     @property
     def files(self) -> tuple[str, ...]:
+        return tuple(self.sizes)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The target disk files, in order, and their sizes."""
         if self.vm is None or self.vm.status.replication is None:
-            return ()
-        return tuple(t.file for t in self.vm.status.replication.target_disks)
+            return {}
+        return {t.file: t.size_bytes for t in self.vm.status.replication.target_disks}
 
 
 def _parse(body: Mapping[str, Any] | None, parse: Any) -> Any:
@@ -505,7 +510,7 @@ async def _attach(m: Member) -> None:
     await _wait(sites, await vc.detach_disks(sites.master_target_vm, files))
     target = target_vm_uuid(vm)
     if not _alternate(vm):
-        await _wait(sites, await vc.attach_disks(target, files))
+        await _wait(sites, await vc.attach_disks(target, files, sizes=m.sizes))
         return
     placement = vm.spec.on_prem.alternate_placement
     if placement is None:
@@ -523,10 +528,11 @@ async def _attach(m: Member) -> None:
         ),
         instance_uuid=target,
         disk_files=files,
+        disk_sizes=m.sizes,
     )
     started = await vc.create_vm(spec)
     if isinstance(started, str):
-        await _wait(sites, await vc.attach_disks(target, files))
+        await _wait(sites, await vc.attach_disks(target, files, sizes=m.sizes))
     else:
         await _wait(sites, started)
 

@@ -214,6 +214,8 @@ async def _forward(
             break
         recorded = await _perform(vm, sites, facts, step, deps, group_name)
         events.append(step.message)
+        if step.kind is reprotect.StepKind.RECORD_TARGETS:
+            break  # written to the status before anything is moved, so a crash finds them
         if step.kind is reprotect.StepKind.ENSURE_GROUP:
             group = await _group(deps, sites, group_name)
         if step.kind is reprotect.StepKind.ENSURE_SESSION:
@@ -302,7 +304,9 @@ async def _perform(
         if step.folder is not None and placement is not None:
             await vc.make_directory(placement.datacenter, step.folder)
         new = tuple(NewDisk(t.file, t.size_bytes) for t in step.new)
-        await _wait_task(sites, await vc.attach_disks(sites.master_target_vm, step.files, new))
+        sizes = {t.file: t.size_bytes for t in facts.recorded}
+        started = await vc.attach_disks(sites.master_target_vm, step.files, new, sizes)
+        await _wait_task(sites, started)
     elif step.kind is kind.ENSURE_GROUP:
         mt = sites.master_target
         wanted = [(t.uuid or "", t.size_bytes) for t in facts.recorded]

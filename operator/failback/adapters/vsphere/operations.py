@@ -185,7 +185,9 @@ def _nic(content: Any, network: Any, key: int) -> Any:
     return vim.vm.device.VirtualDeviceSpec(operation="add", device=nic)
 
 
-def _disk_spec(file_name: str, controller: int, unit: int, new: NewDisk | None) -> Any:
+def _disk_spec(
+    file_name: str, controller: int, unit: int, new: NewDisk | None, size: int | None = None
+) -> Any:
     backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
         fileName=file_name, diskMode="persistent"
     )
@@ -201,6 +203,11 @@ def _disk_spec(file_name: str, controller: int, unit: int, new: NewDisk | None) 
         disk.capacityInKB = -(-new.capacity_bytes // 1024)
         disk.capacityInBytes = new.capacity_bytes
         spec.fileOperation = "create"
+    elif size:
+        # An existing disk: vSphere reads its size from the descriptor and ignores these;
+        # vcsim, which writes no descriptor, keeps them (else it reports 0 bytes).
+        disk.capacityInKB = -(-size // 1024)
+        disk.capacityInBytes = size
     return spec
 
 
@@ -266,8 +273,9 @@ def create_vm(content: Any, spec: NewVM) -> TaskState | str:
     fake = [controller]
     extra_controllers, slots = _slots(fake, len(disks))
     devices += extra_controllers
+    sizes = dict(spec.disk_sizes or {})
     for (file_name, new), (key, unit) in zip(disks, slots, strict=True):
-        devices.append(_disk_spec(file_name, key, unit, new))
+        devices.append(_disk_spec(file_name, key, unit, new, sizes.get(file_name)))
     for i, name in enumerate(place.networks):
         network = _named(content, dc_props["networkFolder"], vim.Network, name)
         devices.append(_nic(content, network, -200 - i))
@@ -302,7 +310,11 @@ def _attached(devices: Sequence[Any]) -> Mapping[str, Any]:
 
 
 def attach_disks(
-    content: Any, instance_uuid: str, files: Sequence[str], new: Sequence[NewDisk] = ()
+    content: Any,
+    instance_uuid: str,
+    files: Sequence[str],
+    new: Sequence[NewDisk] = (),
+    sizes: Mapping[str, int] | None = None,
 ) -> TaskState | None:
     """Hot-add existing VMDKs and create new ones on the VM (the master target or a target
     VM); None when every one of them is attached already."""
@@ -314,8 +326,9 @@ def attach_disks(
     if not wanted:
         return None
     controllers, slots = _slots(devices, len(wanted))
+    known = dict(sizes or {})
     changes = controllers + [
-        _disk_spec(name, key, unit, disk)
+        _disk_spec(name, key, unit, disk, known.get(name))
         for (name, disk), (key, unit) in zip(wanted, slots, strict=True)
     ]
     return _task(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes)))

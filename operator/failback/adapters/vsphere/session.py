@@ -346,10 +346,14 @@ class Client:
         return await self._operation(lambda c: operations.create_vm(c, spec))
 
     async def attach_disks(
-        self, instance_uuid: str, files: Sequence[str], new: Sequence[NewDisk] = ()
+        self,
+        instance_uuid: str,
+        files: Sequence[str],
+        new: Sequence[NewDisk] = (),
+        sizes: Mapping[str, int] | None = None,
     ) -> TaskState | None:
         return await self._operation(
-            lambda c: operations.attach_disks(c, instance_uuid, files, new)
+            lambda c: operations.attach_disks(c, instance_uuid, files, new, sizes)
         )
 
     async def detach_disks(self, instance_uuid: str, files: Sequence[str]) -> TaskState | None:
