@@ -8,10 +8,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TESTBED := PYTHONPATH=hack $(PY) -m testbed
 
-.PHONY: help demo test venv testbed lint types layers unit pytest down clean bench-dataplane soak-dataplane soak-journal
+.PHONY: help demo test venv testbed lint types layers unit pytest down clean bench-dataplane bench-controlplane soak-dataplane soak-journal
 
 help:
-	@echo "make demo     bring up the embedded test bed and show how to use it"
+	@echo "make demo     bring up the embedded test bed and fail the sample plan back on it"
 	@echo "make test     install everything, build the test bed, run lint, types and all tests"
 	@echo "make down     stop the test bed started by make demo"
 	@echo "make lint | types | layers | pytest   one step of make test"
@@ -50,6 +50,9 @@ test: lint types layers pytest
 bench-dataplane: $(STAMP) testbed
 	PYTHONPATH=hack $(PY) hack/bench/dataplane.py
 
+bench-controlplane: $(STAMP) testbed
+	PYTHONPATH=hack $(PY) hack/bench/controlplane.py
+
 ## Soaks: hundreds of SIGKILLs; long, not part of make test.
 soak-dataplane: $(STAMP) testbed
 	PYTHONPATH=hack $(PY) hack/soak/dataplane.py --kills 200
@@ -57,9 +60,10 @@ soak-dataplane: $(STAMP) testbed
 soak-journal: $(STAMP)
 	PYTHONPATH=hack $(PY) hack/soak/journal_crash.py --kills 200
 
+## The test bed up, the sample plan failed back on it, live; it stays up (make down).
 demo: testbed
 	$(TESTBED) down >/dev/null
-	$(TESTBED) up --with-operator
+	$(TESTBED) demo
 
 down: $(STAMP)
 	$(TESTBED) down

@@ -1,4 +1,4 @@
-"""``python -m testbed build | up | down | env`` (with ``hack`` on PYTHONPATH)."""
+"""``python -m testbed build | up | demo | down | env`` (with ``hack`` on PYTHONPATH)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from testbed import bed, build
+from testbed import bed, build, demo
 from testbed import operator as operator_
 from testbed.procs import TestbedError
 
@@ -87,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also install manifests/ and the samples, and run `failback operator`",
     )
+    shown = verbs.add_parser(
+        "demo",
+        help="start the test bed and fail the sample plan back on it, shown live (make demo)",
+    )
+    shown.add_argument(
+        "--plain",
+        action="store_true",
+        help="append changed lines instead of redrawing in place (default when not a terminal)",
+    )
     verbs.add_parser("down", help="stop every component and remove the run folder")
     verbs.add_parser("env", help="print shell exports pointing at the running test bed")
     args = parser.parse_args(argv)
@@ -106,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
                 bed.down(root)
                 raise
             print(_summary(tb, crds, listed))
+        elif args.verb == "demo":
+            tb = bed.up(root)
+            try:
+                crds = operator_.install_crds(tb.kubectl())
+            except BaseException:
+                bed.down(root)
+                raise
+            print(_summary(tb, crds), flush=True)
+            return demo.run(tb, sys.stdout, tty=False if args.plain else None)
         elif args.verb == "down":
             bed.down(root)
             print(f"test bed in {root} stopped")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ class Testbed:
     kubectl_binary: Path
     helm_binary: Path
     operator: Operator | None = None
-    """``failback operator``, when ``up --with-operator`` started it."""
+    """``failback operator``, when ``up --with-operator`` or ``demo`` started it."""
+    services: Mapping[str, int] = field(default_factory=dict)
+    """The demo's data-plane processes (``process-server``, ``master-target``) by pid."""
 
     def kubectl(self) -> Tool:
         return Tool(self.kubectl_binary, self.kube.kubeconfig, self.root / "tools-home")
@@ -62,11 +65,15 @@ class Testbed:
         return [self.kube.apiserver_pid, self.kube.etcd_pid, self.vcenter.pid, self.azure.pid]
 
     def all_pids(self) -> list[int]:
-        """Every process to stop on ``down``, the operator's first."""
-        return ([self.operator.pid] if self.operator else []) + self.pids()
+        """Every process to stop on ``down``: the operator's first, then the data plane."""
+        operator = [self.operator.pid] if self.operator else []
+        return operator + list(self.services.values()) + self.pids()
 
-    def with_operator(self, operator: Operator) -> Testbed:
+    def with_operator(self, operator: Operator | None) -> Testbed:
         return replace(self, operator=operator)
+
+    def with_services(self, services: Mapping[str, int]) -> Testbed:
+        return replace(self, services=dict(services))
 
     def save(self) -> Path:
         state = {
@@ -77,6 +84,7 @@ class Testbed:
             "kubectl_binary": str(self.kubectl_binary),
             "helm_binary": str(self.helm_binary),
             "operator": _paths_to_str(asdict(self.operator)) if self.operator else None,
+            "services": dict(self.services),
         }
         path = self.root / STATE_FILE
         path.write_text(json.dumps(state, indent=2) + "\n")
@@ -108,6 +116,7 @@ class Testbed:
             kubectl_binary=Path(state["kubectl_binary"]),
             helm_binary=Path(state["helm_binary"]),
             operator=_operator(state.get("operator")),
+            services={str(k): int(v) for k, v in (state.get("services") or {}).items()},
         )
 
     def env(self) -> dict[str, str]:

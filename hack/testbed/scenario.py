@@ -52,6 +52,8 @@ class Machine:
     """It was a physical server: it comes back as a new VM (R-LOC-3)."""
     disks: tuple[int, ...] = (4 * MIB,)
     """Sizes of its Azure disks, the OS disk first."""
+    replication_group: str | None = None
+    """``spec.replicationGroup``: members fail back to one point in time (R-GRP-1)."""
 
 
 @dataclass
@@ -65,6 +67,10 @@ class Scenario:
     resource_group: str = "rg-failback-e2e"
     plan: str = "failback"
     interval: float = 2.0
+    master_target: str = "mt"
+    """The MasterTarget object's name."""
+    process_server: str = "ps"
+    """The ProcessServer object's name."""
     machines: dict[str, Machine] = field(default_factory=dict)
     originals: dict[str, str] = field(default_factory=dict)
     """Machine name → instance UUID of its original VM."""
@@ -74,8 +80,14 @@ class Scenario:
     # ------------------------------------------------------------------ build
 
     def build(
-        self, machines: Sequence[Machine], *, plan_extra: dict[str, Any] | None = None
+        self,
+        machines: Sequence[Machine],
+        *,
+        plan_extra: dict[str, Any] | None = None,
+        groups: Sequence[tuple[str, Sequence[str]]] | None = None,
     ) -> None:
+        """Both sites, the data plane and the objects; the plan has ``groups`` (name,
+        members) in order, else one group per machine."""
         fast_emulator(self.emulator)
         self.emulator.control.create_resource_group(self.resource_group)
         rng = random.Random(7)
@@ -96,7 +108,7 @@ class Scenario:
                 )
         self.rig = self._data_plane()
         self.rig.start()
-        self._apply(self._objects(plan_extra or {}))
+        self._apply(self._objects(plan_extra or {}, groups))
 
     def _vsphere_vm(self, name: str, disks: Sequence[int], enable_uuid: bool = False) -> str:
         from failback.adapters.vsphere import operations
@@ -163,7 +175,11 @@ class Scenario:
             mt_extra=(f"--disk-resolver=datastore:{root_dir},datacenter={datacenter}",),
         )
 
-    def _objects(self, plan_extra: dict[str, Any]) -> list[dict[str, Any]]:
+    def _objects(
+        self,
+        plan_extra: dict[str, Any],
+        groups: Sequence[tuple[str, Sequence[str]]] | None = None,
+    ) -> list[dict[str, Any]]:
         assert self.rig is not None
         rig, emu, vc, ns = self.rig, self.emulator, self.vcenter, self.namespace
         meta = {"namespace": ns}
@@ -184,7 +200,8 @@ class Scenario:
                              "clientSecret": emu.client_secret}),
             secret("dataplane-tls", tls),
             {
-                "apiVersion": API, "kind": "MasterTarget", "metadata": {"name": "mt", **meta},
+                "apiVersion": API, "kind": "MasterTarget",
+                "metadata": {"name": self.master_target, **meta},
                 "spec": {
                     "vcenterSecretRef": {"name": "vcenter"},
                     "vm": {"instanceUUID": self.mt_vm},
@@ -194,7 +211,8 @@ class Scenario:
                 },
             },
             {
-                "apiVersion": API, "kind": "ProcessServer", "metadata": {"name": "ps", **meta},
+                "apiVersion": API, "kind": "ProcessServer",
+                "metadata": {"name": self.process_server, **meta},
                 "spec": {
                     "location": "OnPrem",
                     "connectivity": "ExpressRoute",
@@ -213,14 +231,28 @@ class Scenario:
                 "spec": {
                     "activeSite": "Azure",
                     "groups": [
-                        {"name": f"g{i + 1}-{m}", "members": [m]}
-                        for i, m in enumerate(self.machines)
+                        {"name": name, "members": list(members)}
+                        for name, members in (
+                            groups
+                            if groups is not None
+                            else [(f"g{i + 1}-{m}", [m]) for i, m in enumerate(self.machines)]
+                        )
                     ],
                     **plan_extra,
                 },
             }
         )
         return objects
+
+    def set_vcenter_server(self, server: str | None) -> None:
+        """Point the operator's vCenter Secret at ``server`` (None: the real vcsim again),
+        as a network partition between the operator and vCenter would look."""
+        vc = self.vcenter
+        data = {"server": server or f"{vc.host}:{vc.port}", "username": vc.username,
+                "password": vc.password, "caBundle": vc.ca_file.read_text()}  # fmt: skip
+        self._apply([{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": "vcenter", "namespace": self.namespace},
+                      "stringData": data}])  # fmt: skip
 
     def _protected_vm(self, m: Machine) -> dict[str, Any]:
         on_prem: dict[str, Any] = {"vcenterSecretRef": {"name": "vcenter"}}
@@ -234,18 +266,21 @@ class Scenario:
                 "host": HOST,
                 "datastore": DATASTORE,
             }
+        spec: dict[str, Any] = {
+            "osType": "Linux",
+            "sourceType": "Physical" if m.physical else "VMware",
+            "azure": {"vmId": self.vm_id(m.name), "credentialsSecretRef": {"name": "azure"}},
+            "onPrem": on_prem,
+            "masterTargetRef": {"name": self.master_target},
+            "processServerRef": {"name": self.process_server},
+        }
+        if m.replication_group is not None:
+            spec["replicationGroup"] = m.replication_group
         return {
             "apiVersion": API,
             "kind": "ProtectedVM",
             "metadata": {"name": m.name, "namespace": self.namespace},
-            "spec": {
-                "osType": "Linux",
-                "sourceType": "Physical" if m.physical else "VMware",
-                "azure": {"vmId": self.vm_id(m.name), "credentialsSecretRef": {"name": "azure"}},
-                "onPrem": on_prem,
-                "masterTargetRef": {"name": "mt"},
-                "processServerRef": {"name": "ps"},
-            },
+            "spec": spec,
         }
 
     def _apply(self, objects: Sequence[dict[str, Any]]) -> None:
@@ -317,9 +352,63 @@ class Scenario:
             out.append(data + bytes(size - len(data)))
         return out
 
+    def disk_files(self, instance_uuid: str) -> list[str]:
+        """The datastore paths of the disks attached to a VM, in device order."""
+        from pyVmomi import vim
+
+        vm = self._find(instance_uuid)
+        devices: list[Any] = list(vm.config.hardware.device) if vm is not None else []
+        return [
+            str(getattr(d.backing, "fileName", ""))
+            for d in devices
+            if isinstance(d, vim.vm.device.VirtualDisk)
+        ]
+
+    def vms_named(self, name: str) -> list[str]:
+        """Instance UUIDs of every vSphere VM called ``name``."""
+        from pyVmomi import vim
+
+        content = self.si.content
+        view = content.viewManager.CreateContainerView(
+            content.rootFolder, [vim.VirtualMachine], True
+        )
+        try:
+            return [vm.config.instanceUuid for vm in view.view if vm.name == name]
+        finally:
+            view.Destroy()
+
+    def azure_power(self, name: str) -> str:
+        """The Azure VM's power state, from the emulator's history (``running``...)."""
+        state = "unknown"
+        suffix = f"/virtualmachines/{name.lower()}"
+        for event in self.emulator.control.events(kind="vm.power"):
+            if str(event.get("resource_id", "")).lower().endswith(suffix):
+                state = str(event.get("to"))
+        return state
+
     def power(self, instance_uuid: str) -> str:
         vm = self._find(instance_uuid)
         return str(vm.runtime.powerState) if vm is not None else "missing"
+
+    # ------------------------------------------------------------------ the processes
+
+    def operator_args(self) -> list[str]:
+        """``failback operator`` flags for this scenario: the emulator's endpoints, and a
+        replication cycle every ``interval`` seconds (re-checks soon after a change)."""
+        emu = self.emulator
+        return [
+            f"--azure-arm-endpoint={emu.arm_url}",
+            f"--azure-authority={emu.authority}",
+            f"--azure-ca-file={emu.ca_file}",
+            "--recheck-idle=0.5",
+            f"--replication-interval={self.interval:g}",
+        ]
+
+    def data_plane_pids(self) -> dict[str, int]:
+        """The running data-plane processes by service name (what ``down`` must stop)."""
+        if self.rig is None:
+            return {}
+        return {s.name: s.proc.pid for s in (self.rig.ps, self.rig.mt) if s.proc is not None}
 
     # ------------------------------------------------------------------ end
 

@@ -1,9 +1,10 @@
 """The ``failback`` command: one entry point per process the product runs.
 
 ``failback operator`` runs the controllers, ``failback process-server`` and
-``failback master-target`` run the data plane services, ``failback demo`` runs a
-failback on the embedded test bed. A verb whose capability has not landed yet
-says so and exits with status 3, so scripts never mistake it for success.
+``failback master-target`` run the data plane services, ``failback demo`` says how to
+run the demo (``make demo``, from a source checkout: the test bed is not installed).
+A verb whose capability has not landed yet says so and exits with status 3, so
+scripts never mistake it for success.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ VERBS: tuple[Verb, ...] = (
     ),
     Verb(
         "demo",
-        "fail back the sample plan on the embedded test bed (see `make demo`)",
-        "the end-to-end failback is not built yet; `make demo` brings up the test bed",
+        "fail back the sample plan on the embedded test bed: `make demo` in a source checkout",
+        None,
     ),
 )
 
@@ -576,11 +577,25 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_DEMO_ELSEWHERE = 2
+DEMO_ELSEWHERE = (
+    "failback demo: the demo runs from a source checkout of failback-operator, not from "
+    "the installed package (the embedded test bed, hack/testbed, is not installed): clone "
+    "the repository and run `make demo` there; `make down` stops it."
+)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    print(DEMO_ELSEWHERE, file=sys.stderr)
+    return EXIT_DEMO_ELSEWHERE
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "operator": run_operator,
     "process-server": run_process_server,
     "plan": run_plan,
     "master-target": run_master_target,
+    "demo": run_demo,
 }
 
 

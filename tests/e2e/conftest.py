@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pyVim.connect import Disconnect, SmartConnect
 
+from testbed import operator as operator_
+from testbed.azure.process import AzureEmulator
+from testbed.kube import Kube
+from testbed.scenario import Machine, Scenario
+from testbed.tools import Tool
 from testbed.vcsim import VCenter
+
+from .world import World
+
+WorldMaker = Callable[..., World]
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +34,45 @@ def si(vcenter: VCenter) -> Iterator[Any]:
     )
     yield conn
     Disconnect(conn)
+
+
+@pytest.fixture
+def make_world(
+    namespace: str,
+    kubectl: Tool,
+    crds_installed: list[str],
+    k8s_client: Any,
+    kube: Kube,
+    vcenter: VCenter,
+    azure_emulator: AzureEmulator,
+    si: Any,
+    tmp_path: Path,
+) -> Iterator[WorldMaker]:
+    """``make_world(machines, **plan_spec)``: the scenario built, the operator started."""
+    made: list[World] = []
+
+    def make(machines: Sequence[Machine], **plan_spec: Any) -> World:
+        operator_.install_into(kubectl, namespace)
+        sc = Scenario(tmp_path / "sc", namespace, kubectl, azure_emulator, vcenter, si)
+        world = World(
+            sc,
+            k8s_client,
+            kube,
+            tmp_path,
+            [
+                f"--azure-arm-endpoint={azure_emulator.arm_url}",
+                f"--azure-authority={azure_emulator.authority}",
+                f"--azure-ca-file={azure_emulator.ca_file}",
+                "--recheck-idle=0.5",
+                "--replication-interval=2",
+            ],
+        )
+        made.append(world)
+        sc.build(machines, plan_extra=plan_spec)
+        world.start_operator()
+        return world
+
+    yield make
+    for world in made:
+        world.stop_operator()
+        world.sc.stop()

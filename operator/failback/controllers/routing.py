@@ -11,7 +11,9 @@ Each kind's controller module calls :func:`route` with its service's handler.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +40,24 @@ def spec_invalid_status(
     return {**old, "observedGeneration": generation, "conditions": [ready.to_dict(), *kept]}
 
 
+def one_at_a_time(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with at most one call per object at a time.
+
+    kopf runs an object's timer apart from its change handlers, so a resume or an update
+    can reconcile while the timer does: two passes that both observe "no VM yet" would
+    both create it. The second pass waits for the first and then observes afresh."""
+    locks: dict[str, asyncio.Lock] = {}
+
+    @functools.wraps(fn)
+    async def serialized(*args: Any, **kwargs: Any) -> Any:
+        uid = str((kwargs.get("body") or {}).get("metadata", {}).get("uid", ""))
+        lock = locks.setdefault(uid, asyncio.Lock())
+        async with lock:
+            return await fn(*args, **kwargs)
+
+    return serialized
+
+
 def route(
     registry: kopf.OperatorRegistry,
     settings: Settings,
@@ -51,6 +71,7 @@ def route(
     a timer every ``interval`` seconds (``settings.recheck_interval``) once the object has
     been unchanged for ``idle`` seconds (``settings.recheck_idle``)."""
     selector = (GROUP, VERSION, resource.plural)
+    fn = one_at_a_time(fn)
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
         on(*selector, id="reconcile", registry=registry)(fn)
     kopf.timer(

@@ -40,6 +40,7 @@ from failback.api.protectedvm import (
 )
 from failback.domain import mastertarget as mt_rules
 from failback.domain import vsphere as vs
+from failback.domain.vsphere import REPLICATION_SNAPSHOT
 
 UNSUPPORTED_PHYSICAL_OS: Final = re.compile(r"windows\s+server\s+2008\s+r2.*sp1", re.IGNORECASE)
 """R-PRE-16: a physical Windows Server 2008 R2 SP1 cannot fail back."""
@@ -263,10 +264,11 @@ def preflight(
             c(ConditionType.ORIGINAL_VM_NO_SNAPSHOTS, TRUE, Reason.CHECK_PASSED,
               "The original VM no longer exists, so no snapshot of it can block the "
               "failback.")  # fmt: skip
-        elif original.snapshots:
+        elif users := [n for n in original.snapshots if n != REPLICATION_SNAPSHOT]:
+            # The replication's own cycle snapshot (reprotect back to Azure) is not the user's.
             c(ConditionType.ORIGINAL_VM_NO_SNAPSHOTS, FALSE, Reason.ORIGINAL_VM_HAS_SNAPSHOTS,
               f"The original VM {original.name} ({original.instance_uuid}) has "
-              f"{len(original.snapshots)} snapshot(s) ({', '.join(original.snapshots[:10])}): "
+              f"{len(users)} snapshot(s) ({', '.join(users[:10])}): "
               "delete them before reprotect, or fail back to the alternate location "
               "(R-PRE-2).")  # fmt: skip
         else:

@@ -40,6 +40,9 @@ from failback.domain.replication import CycleMode, SessionPhase, SessionStatus
 
 MAX_GROUP_NAME = 63
 
+THROTTLED = "AzureThrottled"
+"""A session error that is Azure's pacing, not a failure: the cycle waits, the RPO grows."""
+
 
 def group_name(namespace: str, name: str) -> str:
     """The MT consistency group of a VM: ``<namespace>.<name>``, shortened with a hash when
@@ -279,7 +282,8 @@ def _state(session: SessionStatus) -> ReplicationState:
         return ReplicationState.PAUSED
     if session.phase is SessionPhase.RELEASED:
         return ReplicationState.STOPPED
-    if session.last_error is not None and session.phase is SessionPhase.WAITING:
+    throttled = session.last_error is not None and session.last_error.code == THROTTLED
+    if session.last_error is not None and session.phase is SessionPhase.WAITING and not throttled:
         return ReplicationState.ERROR
     modes = set(session.cycle.modes.values()) if session.cycle is not None else set()
     if session.last_point is None:

@@ -26,6 +26,10 @@ TRUST_KEYS: Final = ("caBundle", "thumbprint")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
+REPLICATION_SNAPSHOT = "failback-replication"
+"""The name of the snapshot a replication cycle reads through; any other is the user's."""
+
+
 @dataclass(frozen=True)
 class VCenterCredentials:
     """The content of a vCenter Secret, checked. ``repr`` never shows the password."""

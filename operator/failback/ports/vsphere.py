@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from failback.api.conditions import Reason
+from failback.domain.vsphere import REPLICATION_SNAPSHOT as REPLICATION_SNAPSHOT
 from failback.domain.vsphere import VM, Inventory, VCenterCredentials
 from failback.errors import Permanent, Retryable
 
@@ -124,10 +125,6 @@ class NewVM:
     """Their sizes by file, when known (see ``VCenter.attach_disks``)."""
     new_disks: tuple[NewDisk, ...] = ()
     extra_config: Mapping[str, str] | None = None
-
-
-REPLICATION_SNAPSHOT = "failback-replication"
-"""The name of the snapshot a replication cycle reads through; any other is the user's."""
 
 
 @dataclass(frozen=True)

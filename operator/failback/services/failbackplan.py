@@ -44,6 +44,7 @@ from failback.api.failbackplan import (
     ForcedRun,
     ObservedSite,
     PlanPhase,
+    RecoveryPointType,
     RunRecoveryPoint,
     StepState,
 )
@@ -116,6 +117,8 @@ class Member:
     target: VM | None = None
     azure_power: Power = Power.UNKNOWN
     azure_stopped_at: dt.datetime | None = None
+    unreachable: str = ""
+    """Why vCenter could not be read in this pass (the on-premises side is then Unknown)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -189,10 +192,16 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
     decision = machine.decide(spec, run, facts)
 
     failures: dict[steplog.Key, str] = {}
+    retrying: dict[steplog.Key, str] = {}
     events: list[Event] = []
     if not spec.dry_run:
-        failures = await _perform(decision.actions, members, plan, deps, events)
-    log_lines = list(decision.steps)
+        failures, retrying = await _perform(decision.actions, members, deps, events)
+    log_lines = [
+        replace(line, message=f"{line.message} (retrying: {retrying[steplog.key(line)]})")
+        if steplog.key(line) in retrying
+        else line
+        for line in decision.steps
+    ]
     if any(a.kind is ActionKind.COMMIT for a in decision.actions) and not failures:
         log_lines = [
             replace(line, state=StepState.SUCCEEDED, message="older recovery points discarded")
@@ -201,6 +210,11 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
             for line in log_lines
         ]
     new_steps, changed = steplog.merge(steps, _annotate(log_lines, members, spec), now, failures)
+    before = {steplog.key(x): x.message for x in steps}
+    for x in new_steps:
+        k = steplog.key(x)
+        if k in retrying and before.get(k) != x.message:  # once per new reason, not per pass
+            events.append(Event("Warning", "StepRetrying", f"{x.vm}: {x.name}: {retrying[k]}"))
     for t in changed:
         if t.step.state in (StepState.RUNNING, StepState.SUCCEEDED, StepState.FAILED):
             where = f"{t.step.vm}: " if t.step.vm else ""
@@ -320,9 +334,9 @@ async def _observe(
     m.session = not isinstance(session, (Refused, Unanswered))
     try:
         m.target = await sites.vcenter.vm(target_vm_uuid(vm))
-    except FailbackError:
+    except FailbackError as exc:
         m.target = None
-        m.notes.append("vCenter unreachable")
+        m.unreachable = str(exc)
 
 
 def _alternate(vm: protectedvm.ProtectedVM) -> bool:
@@ -331,15 +345,16 @@ def _alternate(vm: protectedvm.ProtectedVM) -> bool:
 
 
 def _choose(plan: FailbackPlan, members: Sequence[Member]) -> dict[str, RecoveryPoint] | NoPoint:
-    """Every member's point by the plan's rule; across members only for Unplanned runs with
-    multiVmConsistency (a Planned failback takes each VM's point after its fence)."""
+    """Every member's point: a Planned run takes each VM's newest (its final sync's, once
+    fenced: zero data loss); an Unplanned one the plan's ``recoveryPoint``, aligned across
+    members with multiVmConsistency."""
     rp = plan.spec.failover.recovery_point
     groups = {m.name: m.points for m in members if m.vm is not None}
     planned = plan.spec.failover.type is FailoverType.PLANNED
     return choose_points(
         groups,
-        rp.type,
-        time=rp.time,
+        RecoveryPointType.LATEST if planned else rp.type,
+        time=None if planned else rp.time,
         multi_vm_consistency=plan.spec.failover.multi_vm_consistency and not planned,
     )
 
@@ -366,7 +381,7 @@ def _facts(
     synced = newest is not None and stopped_at is not None and newest.source_time > stopped_at
     target = m.target
     if target is None:
-        onprem = Power.MISSING if "vCenter unreachable" not in m.notes else Power.UNKNOWN
+        onprem = Power.UNKNOWN if m.unreachable else Power.MISSING
     else:
         onprem = Power.STOPPED if target.power_state is VPower.OFF else Power.RUNNING
     tools = target.tools_running if target is not None else None
@@ -402,16 +417,18 @@ def _has(target: VM, files: Sequence[str]) -> bool:
 async def _perform(
     actions: Sequence[Action],
     members: Sequence[Member],
-    plan: FailbackPlan,
     deps: Deps,
     events: list[Event],
-) -> dict[steplog.Key, str]:
-    """Run this pass's actions together; the steps that failed for good, with why."""
+) -> tuple[dict[steplog.Key, str], dict[steplog.Key, str]]:
+    """Run this pass's actions together; the steps that failed for good, and those that
+    will be retried, with why."""
     by_name = {m.name: m for m in members}
     failures: dict[steplog.Key, str] = {}
+    retrying: dict[steplog.Key, str] = {}
 
     async def one(action: Action) -> None:
         m = by_name.get(action.vm or "")
+        key = (str(_STEP_OF[action.kind]), m.group if m is not None else None, action.vm)
         try:
             if action.kind is ActionKind.COMMIT:
                 await asyncio.gather(*(_commit(x, deps) for x in members))
@@ -420,14 +437,12 @@ async def _perform(
             elif m is not None:
                 await _act(action, m, deps)
         except Retryable as exc:
-            events.append(Event("Warning", "StepRetrying", f"{action.vm}: {action.kind}: {exc}"))
-        except (Permanent, FailbackError) as exc:
-            step = _STEP_OF[action.kind]
-            group = m.group if m is not None else None
-            failures[(str(step), group, action.vm)] = str(exc)
+            retrying[key] = str(exc)
+        except FailbackError as exc:
+            failures[key] = str(exc)
 
     await asyncio.gather(*(one(a) for a in actions))
-    return failures
+    return failures, retrying
 
 
 _STEP_OF = {
@@ -448,6 +463,8 @@ def _ok(got: object, who: str, *, missing_ok: bool = False) -> None:
     if isinstance(got, Refused):
         if missing_ok and got.status == 404:
             return
+        if got.status >= 500 or got.status == 429:
+            raise Retryable(f"the {who} failed: {got.code}: {got.message}", delay=5)
         raise Permanent(f"the {who} refused: {got.code}: {got.message}")
     if isinstance(got, Unanswered):
         raise Retryable(f"the {who} did not answer: {got.message}", delay=10)

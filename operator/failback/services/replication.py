@@ -61,6 +61,10 @@ STEPS_PER_PASS = 8
 """At most this many replication steps in one pass (each after a fresh observation)."""
 
 TASK_PATIENCE = 20.0
+
+REVERSE_MIN_INTERVAL = 45.0
+"""Seconds between two cycles into Azure at least: each makes a snapshot of every replica,
+and Azure allows 7 per disk per 5 minutes."""
 """Seconds one pass waits for a vSphere task it started (longer ones: the next pass)."""
 
 
@@ -333,6 +337,8 @@ async def _perform(
 
 def _check(got: object, who: str) -> None:
     if isinstance(got, Refused):
+        if got.status >= 500 or got.status == 429:
+            raise Retryable(f"the {who} failed: {got.code}: {got.message}", delay=5)
         raise FailbackError(f"the {who} refused: {got.code}: {got.message}")
     if isinstance(got, Unanswered):
         raise Retryable(f"the {who} did not answer: {got.message}", delay=10)
@@ -357,7 +363,8 @@ def _health(
     state = replication.state
     if state is ReplicationState.ERROR and session.last_error is not None:
         e = session.last_error
-        return FALSE, Reason.REPLICATION_FAILED, f"{e.code}: {e.message}"
+        text = e.message if e.message.startswith(e.code) else f"{e.code}: {e.message}"
+        return FALSE, Reason.REPLICATION_FAILED, text
     if state is ReplicationState.INITIAL_SYNC:
         return UNKNOWN, Reason.INITIAL_SYNC, "the first full copy runs"
     if state is ReplicationState.RESYNCHRONIZING:
@@ -365,6 +372,12 @@ def _health(
         return UNKNOWN, Reason.RESYNCHRONIZING, why
     if state is ReplicationState.PAUSED:
         return FALSE, Reason.REPLICATION_PAUSED, "replication is paused"
+    if session.last_error is not None and session.last_error.code == reprotect.THROTTLED:
+        return (
+            TRUE,
+            Reason.REPLICATING,
+            f"replicating, paced by Azure: {session.last_error.message}",
+        )
     return TRUE, Reason.REPLICATING, f"replicating; the newest point is {session.last_point}"
 
 
@@ -428,7 +441,7 @@ async def _reverse(
             replicas=replicas,
             location=location,
             retention_seconds=vm.spec.policy.recovery_point_retention.total_seconds(),
-            interval_seconds=session_interval(vm, deps.interval),
+            interval_seconds=max(REVERSE_MIN_INTERVAL, session_interval(vm, deps.interval)),
             vm_id=vm.spec.azure.vm_id,
         )
         ps = sites.process_server

@@ -19,11 +19,11 @@ from failback.api import mastertarget, processserver, protectedvm
 from failback.api.conditions import Reason
 from failback.domain.reprotect import AzureDisk, VDisk, VSphereVM
 from failback.domain.vsphere import VM, PowerState
-from failback.errors import Permanent
+from failback.errors import Permanent, Retryable
 from failback.ports.azure import AzureClients, AzureCompute, VirtualMachine
 from failback.ports.kubernetes import SecretReader
 from failback.ports.tls import TLSMaterial
-from failback.ports.vsphere import VCenter, VCenters
+from failback.ports.vsphere import VCenter, VCenters, VCenterUnreachable
 from failback.services.processserver import Unresolved, azure_identity, tls_material
 from failback.services.vcenter import vcenter_credentials
 
@@ -78,13 +78,22 @@ class Service:
 
 @dataclass(frozen=True)
 class Sites:
-    vcenter: VCenter
+    vcenter_or_none: VCenter | None
+    """None when vCenter could not be reached (``unreachable`` says why)."""
     compute: AzureCompute
     azure: AzureVMRef
     master_target: Service
     master_target_vm: str
     """The MT VM's instance UUID."""
     process_server: Service
+    unreachable: str = ""
+
+    @property
+    def vcenter(self) -> VCenter:
+        """The vCenter session; ``VCenterUnreachable`` when there is none."""
+        if self.vcenter_or_none is None:
+            raise VCenterUnreachable(f"vCenter is unreachable: {self.unreachable}", delay=10)
+        return self.vcenter_or_none
 
 
 async def resolve(
@@ -117,7 +126,12 @@ async def resolve(
         gen,
         now,
     )
-    vcenter = await vcenters.connect(creds)
+    vcenter: VCenter | None = None
+    unreachable = ""
+    try:
+        vcenter = await vcenters.connect(creds)
+    except Retryable as exc:
+        unreachable = str(exc)
     mt_tls = await tls_material(secrets, ns, mt.spec.tls_secret_ref.name)
     ps_tls = await tls_material(secrets, ns, ps.spec.tls_secret_ref.name)
     ps_endpoint = ps.spec.endpoint or ps.status.endpoint
@@ -126,12 +140,13 @@ async def resolve(
             Reason.PROCESS_SERVER_NOT_READY, f"ProcessServer {ps.meta.name} has no endpoint yet"
         )
     return Sites(
-        vcenter=vcenter,
+        vcenter_or_none=vcenter,
         compute=compute,
         azure=ref,
         master_target=Service(mt.spec.endpoint, mt_tls),
         master_target_vm=mt.spec.vm.instance_uuid,
         process_server=Service(ps_endpoint, ps_tls),
+        unreachable=unreachable,
     )
 
 

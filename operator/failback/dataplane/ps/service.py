@@ -66,6 +66,7 @@ class ProcessServerService:
         self.log = logger or logging.getLogger(LOGGER)
         self.store = StateStore(config.state_dir)
         self.sessions: dict[str, Session] = {}
+        self._deleting: dict[str, asyncio.Future[list[str]]] = {}
         self.mt = MasterTargetClient(httpkit.client_context(config.cert, config.key, config.mt_ca))
         self.source_settings = SourceSettings(
             batch_bytes=config.batch_bytes,
@@ -128,7 +129,11 @@ class ProcessServerService:
                 location=spec.location,
                 retention=dt.timedelta(seconds=spec.retention_seconds),
                 state_file=self.store.target_file(spec.namespace, spec.name),
-                settings=SinkSettings(ca_file=self.config.blob_ca_file),
+                settings=SinkSettings(
+                    ca_file=self.config.blob_ca_file,
+                    snapshots_per_window=self.config.snapshots_per_window,
+                    snapshot_window=self.config.snapshot_window,
+                ),
             )
         return MasterTargetGroup(
             self.mt, spec.mt_endpoint, spec.mt_group, self.config.compression_level
@@ -316,12 +321,23 @@ class ProcessServerService:
 
     async def delete_session(self, request: web.Request) -> web.Response:
         session = self._find(request)
+        key = session.spec.key
+        # Two DELETEs of one session (a client retrying, or a restarted operator asking
+        # again) share one deletion and get the same answer.
+        deleting = self._deleting.get(key)
+        if deleting is None:
+            deleting = self._deleting[key] = asyncio.ensure_future(self._delete(session))
+            deleting.add_done_callback(lambda _: self._deleting.pop(key, None))
+        left = await asyncio.shield(deleting)
+        return web.json_response({"deleted": key, "snapshotsLeft": left})
+
+    async def _delete(self, session: Session) -> list[str]:
         await session.stop(finish_cleanup=True)
         left = await self._delete_snapshots(session)
         self.store.delete(session.spec.namespace, session.spec.name)
-        del self.sessions[session.spec.key]
+        self.sessions.pop(session.spec.key, None)
         logs.event(self.log, logging.INFO, "session deleted", session=session.spec.key, left=left)
-        return web.json_response({"deleted": session.spec.key, "snapshotsLeft": left})
+        return left
 
     async def _delete_snapshots(self, session: Session) -> list[str]:
         """Delete the replication snapshots the session made (best effort; the names of
