@@ -99,6 +99,13 @@ def _operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between level-based re-checks of an unchanged object (default: 60)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default: not served)",
+    )
+    parser.add_argument(
         "--recheck-idle",
         type=float,
         default=10.0,
@@ -379,6 +386,8 @@ def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Sett
         )
     if args.recheck_interval <= 0:
         raise UsageError(f"--recheck-interval must be positive, not {args.recheck_interval:g}")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise UsageError(f"--metrics-port must be a port from 1 to 65535, not {args.metrics_port}")
     if args.recheck_idle < 0:
         raise UsageError(f"--recheck-idle must not be negative, not {args.recheck_idle:g}")
     if args.replication_interval <= 0:
@@ -403,6 +412,7 @@ def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Sett
         liveness_endpoint=args.liveness,
         recheck_interval=args.recheck_interval,
         recheck_idle=args.recheck_idle,
+        metrics_port=args.metrics_port,
         replication_interval=args.replication_interval,
         instance=environ.get("POD_NAME") or environ.get("HOSTNAME") or "failback-operator",
         azure_arm_endpoint=args.azure_arm_endpoint,

@@ -33,6 +33,9 @@ class Settings:
     liveness_endpoint: str | None = None
     """``http://host:port/path`` for kopf's liveness probe server, or None for none."""
 
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (``/metrics``); None: not served."""
+
     recheck_interval: float = 60.0
     """Seconds between two level-based re-checks of an object that did not change."""
 

@@ -147,6 +147,7 @@ def test_the_deployment_runs_one_restricted_replica() -> None:
     assert container["command"] == [
         *("failback", "operator", "--namespace", NAMESPACE),
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-port=9090",
     ]
     assert {"POD_ID", "POD_NAME", "POD_NAMESPACE"} <= {env["name"] for env in container["env"]}
     # The command is one the real CLI accepts (argparse exits on an unknown flag).
@@ -154,6 +155,7 @@ def test_the_deployment_runs_one_restricted_replica() -> None:
     args = build_parser().parse_args(container["command"][1:])
     assert args.namespaces == [NAMESPACE]
     assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.metrics_port == 9090
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     security = container["securityContext"]

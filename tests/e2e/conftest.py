@@ -13,6 +13,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from testbed import operator as operator_
 from testbed.azure.process import AzureEmulator
 from testbed.kube import Kube
+from testbed.procs import free_port
 from testbed.scenario import Machine, Scenario
 from testbed.tools import Tool
 from testbed.vcsim import VCenter
@@ -53,6 +54,7 @@ def make_world(
 
     def make(machines: Sequence[Machine], **plan_spec: Any) -> World:
         operator_.install_into(kubectl, namespace)
+        metrics_port = free_port()
         sc = Scenario(tmp_path / "sc", namespace, kubectl, azure_emulator, vcenter, si)
         world = World(
             sc,
@@ -65,7 +67,9 @@ def make_world(
                 f"--azure-ca-file={azure_emulator.ca_file}",
                 "--recheck-idle=0.5",
                 "--replication-interval=2",
+                f"--metrics-port={metrics_port}",
             ],
+            metrics_port=metrics_port,
         )
         made.append(world)
         sc.build(machines, plan_extra=plan_spec)

@@ -65,6 +65,13 @@ def test_reprotect_planned_failback_of_three_groups_commit_and_reverse_reprotect
     # Groups run in order: app-01 was fenced only after web-01 ran on-premises.
     assert by_step[("power-on", "web-01")]["endTime"] <= by_step[("fence", "app-01")]["startTime"]
     assert by_step[("commit", None)]["state"] == "Succeeded"
+    exposed = world.metrics()
+    plan_line = (
+        f'failback_plan_phase{{namespace="{sc.namespace}",phase="Completed",plan="{sc.plan}"}} 1.0'
+    )
+    assert plan_line in exposed
+    assert 'failback_plan_step_duration_seconds_count{step="fence"} 3.0' in exposed
+    assert f'failback_vm_rpo_threshold_seconds{{namespace="{sc.namespace}",vm="web-01"}}' in exposed
 
     for name, machine in sc.machines.items():
         target = world.pvm_target(name)

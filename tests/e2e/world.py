@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class World:
     kube: Kube
     workdir: Path
     operator_args: Sequence[str]
+    metrics_port: int = 0
     op: operator_.Operator | None = None
     restarts: int = 0
     logs: list[Path] = field(default_factory=list)
@@ -93,6 +95,12 @@ class World:
         if self.op is not None:
             stop(self.op.pid)
             self.op = None
+
+    def metrics(self) -> str:
+        """The operator's Prometheus exposition."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as got:
+            text: str = got.read().decode()
+        return text
 
     # ------------------------------------------------------------------ objects
 

@@ -234,6 +234,7 @@ def test_two_watched_namespaces_render_a_role_and_a_peering_in_each(helm: Tool) 
     assert command == [
         *("failback", "operator", "--namespace", "team-a", "--namespace", "team-b"),
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-port=9090",
     ]
 
 
@@ -406,6 +407,7 @@ def test_install_upgrade_uninstall(
     assert container["command"] == [
         *("failback", "operator", "--namespace", namespace),
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-port=9090",
     ]
 
     for path in sorted(CRDS.glob("*.yaml")):

@@ -348,3 +348,23 @@ def test_no_decision_ever_starts_a_vm_whose_twin_may_run() -> None:
                 assert not _starts_twin_while_running(action, f, spec), (spec, f, action)
             checked += 1
     assert checked == 4 * 4 * 16 * 6
+
+
+def test_a_committed_run_does_not_look_at_the_vm_steps_again() -> None:
+    # After commit the recovery points are discarded: no point is found any more, and that
+    # must not send the run back to preflight.
+    gone = VMFacts("web", point=None, azure=Power.STOPPED, onprem=Power.RUNNING,
+                   restored=True, attached=True, guest_ready=True)  # fmt: skip
+    committed = RunFacts(run_id="run-1", committed=True)
+    decision = decide(plan(("web",)), committed, {"web": gone})
+    assert decision.phase is PlanPhase.REPROTECTING
+    assert [a.kind for a in decision.actions] == [ActionKind.START_REPROTECT]
+    vm_lines = [s for s in decision.steps if s.vm == "web"]
+    assert all(s.state is StepState.SUCCEEDED for s in vm_lines if s.name != StepName.FINAL_SYNC)
+
+
+def test_a_restored_vm_needs_no_point_to_go_on() -> None:
+    restored = VMFacts("web", point=None, azure=Power.STOPPED, onprem=Power.STOPPED,
+                       restored=True, synced_after_fence=True)  # fmt: skip
+    decision = decide(plan(("web",)), RUN, {"web": restored})
+    assert [a.kind for a in decision.actions] == [ActionKind.ATTACH_DISKS]

@@ -9,7 +9,7 @@ import kopf
 
 from failback.api import failbackplan, merge_patch
 from failback.api.constants import FAILBACK_PLAN
-from failback.controllers import resources, routing
+from failback.controllers import metrics, resources, routing
 from failback.controllers.bridge import kopf_errors
 from failback.errors import SpecInvalid
 from failback.services import failbackplan as service
@@ -42,6 +42,9 @@ async def reconcile_failbackplan(
             raise
         outcome = await service.reconcile(plan, _deps(memo), now)
     patch.status.update(merge_patch(old, outcome.status.to_dict()))
+    if outcome.status.phase is not None:
+        metrics.plan(plan.meta.namespace, plan.meta.name, outcome.status.phase,
+                     outcome.transitions)  # fmt: skip
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 

@@ -10,7 +10,7 @@ import kopf
 
 from failback.api import merge_patch, protectedvm
 from failback.api.constants import PROTECTED_VM
-from failback.controllers import resources, routing
+from failback.controllers import metrics, resources, routing
 from failback.controllers.bridge import kopf_errors
 from failback.errors import SpecInvalid
 from failback.services import protectedvm as service
@@ -51,6 +51,14 @@ async def reconcile_protectedvm(
             raise
         outcome = await service.reconcile(vm, _deps(memo), now)
     patch.status.update(merge_patch(old, outcome.status.to_dict()))
+    points = outcome.status.recovery_points
+    metrics.vm(
+        vm.meta.namespace,
+        vm.meta.name,
+        outcome.status.rpo_seconds,
+        vm.spec.policy.rpo_threshold.total_seconds(),
+        points.count if points is not None else None,
+    )
     for message in outcome.events:
         kopf.info(body, reason="Replication", message=message)
 

@@ -33,6 +33,7 @@ from failback.api.constants import FIELD_MANAGER, FINALIZER, GROUP
 from failback.controllers import (
     failbackplan,
     mastertarget,
+    metrics,
     processserver,
     protectedvm,
     resources,
@@ -87,6 +88,8 @@ async def run(settings: Settings, stop_flag: threading.Event | None = None) -> N
     """Run the controllers until SIGTERM/SIGINT (or ``stop_flag``); return cleanly."""
     ks = kopf_settings(settings)
     memo = resources.memo(settings)
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
     try:
         await kopf.operator(
             registry=registry(settings),

@@ -98,6 +98,8 @@ class Outcome:
     events: tuple[Event, ...] = ()
     busy: bool = False
     """A run is under way: check again soon."""
+    transitions: tuple[steplog.Transition, ...] = ()
+    """The steps whose state changed in this pass (for metrics)."""
 
 
 @dataclass
@@ -270,7 +272,7 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
         PlanPhase.REPROTECTING,
         PlanPhase.CANCELLING,
     )
-    return Outcome(new, tuple(events), busy or starting)
+    return Outcome(new, tuple(events), busy or starting, changed)
 
 
 # ------------------------------------------------------------------ observe
