@@ -26,7 +26,7 @@ from .test_ps_service import MIB
 
 pytestmark = pytest.mark.testbed
 
-KILLS = 32
+KILLS = 16
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from .test_failback import never_both_running
 
 pytestmark = pytest.mark.testbed
 
+MAX_KILLS = 8
+
 
 def test_the_operator_killed_at_every_step_converges_without_duplicates(
     make_world: WorldMaker,
@@ -31,19 +33,24 @@ def test_the_operator_killed_at_every_step_converges_without_duplicates(
 
     before = sc.vms_named("app-01")  # other tests' VMs of that name may exist
     world.set_plan(activeSite="OnPrem")
+    # SIGKILL at random moments until the run completes: a pass does several steps at
+    # once (restore, attach, power on), so kills land inside passes, between an action and
+    # its status write, as well as between passes.
+    rng = random.Random(3)
     killed_at: list[str] = []
     deadline = time.monotonic() + 240
     while world.plan_status().get("phase") != "Completed":
         if time.monotonic() > deadline:
             world.fail(f"the plan did not complete; the operator was killed at {killed_at}")
-        step = world.plan_status().get("currentStep")
-        if step and step not in killed_at:
-            world.kill_operator()  # SIGKILL right after the step's action was issued
-            killed_at.append(step)
+        if len(killed_at) < MAX_KILLS:
+            time.sleep(rng.uniform(0.5, 3.0))
+            status = world.plan_status()
+            killed_at.append(f"{status.get('phase')}/{status.get('currentStep')}")
+            world.kill_operator()
             world.start_operator()
-        time.sleep(0.2)
-    # Killed in every step the plan was seen in (a quick one may pass between two looks).
-    assert len(killed_at) >= 3, killed_at
+        time.sleep(0.3)
+    assert len(killed_at) >= 4, killed_at
+    assert any("FailingOver" in k for k in killed_at), killed_at
 
     target = world.pvm_target("app-01")
     assert sc.power(target) == "poweredOn"
@@ -91,8 +98,11 @@ def test_an_unconfirmed_fence_and_an_unreachable_vcenter_block_then_a_cancel_res
     assert sc.power(original) == "poweredOff"
     assert sc.disk_files(sc.mt_vm) == on_mt, "nothing was detached"
 
-    # 2. Azure answers again, but vCenter is unreachable from the operator.
+    # 2. Azure answers again, but vCenter is unreachable from the operator. (Restarted, so
+    # that no pass begun with the old Secret is still under way when Azure answers.)
     sc.set_vcenter_server("127.0.0.1:1")
+    world.kill_operator()
+    world.start_operator()
     control.remove_fault(fault)
     world.wait(
         "the failback stops before the disks move",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -171,61 +172,27 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
     if starting:
         run_id, steps = new_run_id(now), ()
     running = run_id is not None
-    await asyncio.gather(
-        *(_observe(m, plan, deps, running or spec.dry_run, steps) for m in members)
-    )
-    chosen = _choose(plan, members)
-    facts = {m.name: _facts(m, chosen, steps, spec) for m in members}
-    failed = steplog.first_failure(steps)
-    committed = steplog.state_of(steps, StepName.COMMIT) is StepState.SUCCEEDED
-    reprotected = all(
-        m.vm is not None
-        and m.vm.status.replication is not None
-        and m.vm.status.replication.direction == protectedvm.Direction.ON_PREM_TO_AZURE
-        and m.vm.status.replication.state not in (None, protectedvm.ReplicationState.NOT_STARTED)
-        for m in members
-    )
-    run = RunFacts(
-        run_id=run_id,
-        committed=committed,
-        reprotect_started=committed and reprotected,
-        failed=f"{failed.vm or ''} {failed.name}: {failed.message}".strip() if failed else None,
-    )
-    decision = machine.decide(spec, run, facts)
-
-    failures: dict[steplog.Key, str] = {}
-    retrying: dict[steplog.Key, str] = {}
     events: list[Event] = []
-    if not spec.dry_run:
-        failures, retrying = await _perform(decision.actions, members, deps, events)
-    log_lines = [
-        replace(line, message=f"{line.message} (retrying: {retrying[steplog.key(line)]})")
-        if steplog.key(line) in retrying
-        else line
-        for line in decision.steps
-    ]
-    if any(a.kind is ActionKind.COMMIT for a in decision.actions) and not failures:
-        log_lines = [
-            replace(line, state=StepState.SUCCEEDED, message="older recovery points discarded")
-            if line.name is StepName.COMMIT
-            else line
-            for line in log_lines
-        ]
-    new_steps, changed = steplog.merge(steps, _annotate(log_lines, members, spec), now, failures)
-    before = {steplog.key(x): x.message for x in steps}
-    for x in new_steps:
-        k = steplog.key(x)
-        if k in retrying and before.get(k) != x.message:  # once per new reason, not per pass
-            events.append(Event("Warning", "StepRetrying", f"{x.vm}: {x.name}: {retrying[k]}"))
-    for t in changed:
-        if t.step.state in (StepState.RUNNING, StepState.SUCCEEDED, StepState.FAILED):
-            where = f"{t.step.vm}: " if t.step.vm else ""
-            kind = "Warning" if t.step.state is StepState.FAILED else "Normal"
-            text = f"{where}{t.step.name} {t.step.state.value.lower()}"
-            if t.step.message:
-                text += f": {t.step.message}"
-            events.append(Event(kind, f"Step{t.step.state.value}", text))
-
+    transitions: list[steplog.Transition] = []
+    failures: dict[steplog.Key, str] = {}
+    started = time.monotonic()
+    for _ in range(ROUNDS):
+        # Observe, decide, act; again at once when every action ended within the pass
+        # (a restore, an attach, a power-on), so a failback does not wait a timer per step.
+        at = now + dt.timedelta(seconds=int(time.monotonic() - started))
+        await asyncio.gather(
+            *(_observe(m, plan, deps, running or spec.dry_run, steps) for m in members)
+        )
+        decision, steps, changed, failures = await _round(
+            plan, members, steps, run_id, deps, at, events
+        )
+        transitions.extend(changed)
+        if failures or spec.dry_run or not decision.actions:
+            break
+        if any(a.kind not in SYNCHRONOUS for a in decision.actions):
+            break
+    new_steps = steps
+    chosen = _choose(plan, members)
     phase = decision.phase
     if failures:
         phase = PlanPhase.FAILED
@@ -272,7 +239,91 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
         PlanPhase.REPROTECTING,
         PlanPhase.CANCELLING,
     )
-    return Outcome(new, tuple(events), busy or starting, changed)
+    return Outcome(new, tuple(events), busy or starting, tuple(transitions))
+
+
+SYNCHRONOUS = frozenset(
+    {
+        ActionKind.RESTORE_POINT,
+        ActionKind.ATTACH_DISKS,
+        ActionKind.POWER_ON_ONPREM,
+        ActionKind.POWER_OFF_ONPREM,
+        ActionKind.COMMIT,
+    }
+)
+"""Actions whose effect is observable as soon as they return (they wait for their vSphere
+task or master target call): the pass observes again at once after them."""
+
+ROUNDS = 6
+"""At most this many observe-decide-act rounds in one pass."""
+
+
+async def _round(
+    plan: FailbackPlan,
+    members: Sequence[Member],
+    steps: tuple[failbackplan.Step, ...],
+    run_id: str | None,
+    deps: Deps,
+    now: dt.datetime,
+    events: list[Event],
+) -> tuple[
+    machine.Decision,
+    tuple[failbackplan.Step, ...],
+    tuple[steplog.Transition, ...],
+    dict[steplog.Key, str],
+]:
+    """One observe-decide-act round over fresh observations of ``members``."""
+    spec = plan.spec
+    chosen = _choose(plan, members)
+    facts = {m.name: _facts(m, chosen, steps, spec) for m in members}
+    failed = steplog.first_failure(steps)
+    committed = steplog.state_of(steps, StepName.COMMIT) is StepState.SUCCEEDED
+    reprotected = all(
+        m.vm is not None
+        and m.vm.status.replication is not None
+        and m.vm.status.replication.direction == protectedvm.Direction.ON_PREM_TO_AZURE
+        and m.vm.status.replication.state not in (None, protectedvm.ReplicationState.NOT_STARTED)
+        for m in members
+    )
+    run = RunFacts(
+        run_id=run_id,
+        committed=committed,
+        reprotect_started=committed and reprotected,
+        failed=f"{failed.vm or ''} {failed.name}: {failed.message}".strip() if failed else None,
+    )
+    decision = machine.decide(spec, run, facts)
+    failures: dict[steplog.Key, str] = {}
+    retrying: dict[steplog.Key, str] = {}
+    if not spec.dry_run:
+        failures, retrying = await _perform(decision.actions, members, deps, events)
+    log_lines = [
+        replace(line, message=f"{line.message} (retrying: {retrying[steplog.key(line)]})")
+        if steplog.key(line) in retrying
+        else line
+        for line in decision.steps
+    ]
+    if any(a.kind is ActionKind.COMMIT for a in decision.actions) and not failures:
+        log_lines = [
+            replace(line, state=StepState.SUCCEEDED, message="older recovery points discarded")
+            if line.name is StepName.COMMIT
+            else line
+            for line in log_lines
+        ]
+    new_steps, changed = steplog.merge(steps, _annotate(log_lines, members, spec), now, failures)
+    before = {steplog.key(x): x.message for x in steps}
+    for x in new_steps:
+        k = steplog.key(x)
+        if k in retrying and before.get(k) != x.message:  # once per new reason, not per pass
+            events.append(Event("Warning", "StepRetrying", f"{x.vm}: {x.name}: {retrying[k]}"))
+    for t in changed:
+        if t.step.state in (StepState.RUNNING, StepState.SUCCEEDED, StepState.FAILED):
+            where = f"{t.step.vm}: " if t.step.vm else ""
+            kind = "Warning" if t.step.state is StepState.FAILED else "Normal"
+            text = f"{where}{t.step.name} {t.step.state.value.lower()}"
+            if t.step.message:
+                text += f": {t.step.message}"
+            events.append(Event(kind, f"Step{t.step.state.value}", text))
+    return decision, new_steps, changed, failures
 
 
 # ------------------------------------------------------------------ observe
@@ -307,6 +358,8 @@ async def _observe(
     """Fresh reads of one member; what cannot be read stays Unknown."""
     if m.vm is None or m.sites is None:
         return
+    m.notes.clear()
+    m.unreachable = ""
     sites, vm = m.sites, m.vm
     group = group_name(vm.meta.namespace, vm.meta.name)
     mt = sites.master_target
