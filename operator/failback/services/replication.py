@@ -23,6 +23,7 @@ from failback.api.conditions import (
     ConditionStatus,
     ConditionType,
     Reason,
+    find_condition,
 )
 from failback.api.protectedvm import Direction, Replication, ReplicationState, TargetDisk
 from failback.domain import reprotect
@@ -144,6 +145,17 @@ async def replicate(
             idle,
             site,
         )
+    moved = find_condition(mt.status.conditions, ConditionType.NO_STORAGE_VMOTION)
+    if not own.held and moved is not None and moved.status == FALSE:
+        # R-PRE-4: the MT's disks moved; the recorded target files are not where they were.
+        # Nothing is attached or written until it is fixed (the session is left as it is).
+        health = (
+            FALSE,
+            Reason.MASTER_TARGET_NOT_READY,
+            f"MasterTarget {mt.meta.name}: {moved.message} Replication does not move any "
+            "disk until it is fixed.",
+        )
+        return Result(_conds(gen, now, health, NO_POINT), idle, site)
     try:
         sites = await resolve(vm, mt, ps, deps.secrets, deps.vcenters, deps.azure, now)
         if own.active_on_prem:
