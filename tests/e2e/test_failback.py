@@ -49,7 +49,22 @@ def test_reprotect_planned_failback_of_three_groups_commit_and_reverse_reprotect
     for name in sc.machines:
         for disk in sc.azure_disks(name):
             sc.write_azure(disk, rng)
-    world.set_plan(activeSite="OnPrem")
+    # A dry run first: the whole step plan is published, nothing is done.
+    world.set_plan(activeSite="OnPrem", dryRun=True)
+
+    def dry_run_published() -> bool:
+        status = world.plan_status()
+        done = {c["type"]: c["reason"] for c in status.get("conditions", [])}
+        return done.get("Succeeded") == "DryRunCompleted" and len(status.get("steps", [])) >= 21
+
+    world.wait("the dry run published its steps", dry_run_published, timeout=60)
+    dry = world.plan_status()
+    assert dry.get("runId") is None
+    preflight = next(s for s in dry["steps"] if s["name"] == "preflight" and s["vm"] == "app-01")
+    assert "Alternate location" in preflight["message"], preflight
+    assert all(sc.azure_power(name) == "running" for name in sc.machines)
+
+    world.set_plan(dryRun=False)
     world.wait_phase("Completed", timeout=240)
     plan = world.plan()["status"]
     assert plan["activeSite"] == "OnPrem"

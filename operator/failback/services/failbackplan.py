@@ -633,13 +633,9 @@ def _annotate(
     out = []
     for line in lines:
         m = by_name.get(line.vm or "")
-        if (
-            m is not None
-            and m.vm is not None
-            and line.name is StepName.PREFLIGHT
-            and not line.message
-        ):
-            out.append(replace(line, message=_where(m, spec)))
+        if m is not None and m.vm is not None and line.name is StepName.PREFLIGHT:
+            where = _where(m, spec)
+            out.append(replace(line, message=f"{line.message}; {where}" if line.message else where))
         elif m is not None and line.name is StepName.GUEST_READY and m.notes and not line.message:
             out.append(replace(line, message="; ".join(m.notes)))
         else:
