@@ -76,8 +76,21 @@ class Scenario:
     """Machine name → instance UUID of its original VM."""
     mt_vm: str = ""
     rig: DataPlane | None = None
+    existing_vms: set[str] | None = None
 
     # ------------------------------------------------------------------ build
+
+    def _vm_morefs(self) -> set[str]:
+        from pyVmomi import vim
+
+        content = self.si.content
+        view = content.viewManager.CreateContainerView(
+            content.rootFolder, [vim.VirtualMachine], True
+        )
+        try:
+            return {vm._moId for vm in view.view}
+        finally:
+            view.Destroy()
 
     def build(
         self,
@@ -88,6 +101,7 @@ class Scenario:
     ) -> None:
         """Both sites, the data plane and the objects; the plan has ``groups`` (name,
         members) in order, else one group per machine."""
+        self.existing_vms = self._vm_morefs()
         fast_emulator(self.emulator)
         self.emulator.control.create_resource_group(self.resource_group)
         rng = random.Random(7)
@@ -412,6 +426,21 @@ class Scenario:
 
     # ------------------------------------------------------------------ end
 
-    def stop(self) -> None:
+    def stop(self, *, keep_vms: bool = False) -> None:
+        """Stop the data plane and (unless ``keep_vms``) remove every vSphere VM made since
+        ``build``, by it or by the operator, so the session's vcsim is as it was."""
         if self.rig is not None:
             self.rig.stop()
+        if not keep_vms:
+            self.remove_vms()
+
+    def remove_vms(self) -> None:
+        from pyVmomi import vim
+
+        if self.existing_vms is None:
+            return
+        for moref in sorted(self._vm_morefs() - self.existing_vms):
+            vm: Any = vim.VirtualMachine(moref, self.si._stub)  # type: ignore[no-untyped-call]
+            if str(vm.runtime.powerState) != "poweredOff":
+                self._wait_task(vm.PowerOffVM_Task()._moId)
+            self._wait_task(vm.Destroy_Task()._moId)

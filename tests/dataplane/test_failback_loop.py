@@ -190,10 +190,14 @@ async def test_azure_to_onprem_to_azure_to_onprem(
     assert azure_bytes(rig, azure_disk) == flat.read(0, SIZE)
     azure_write(rig, azure_disk, rng)
 
-    # 5. Azure → on-premises again, into the same disk: the MT group is taken back by a
-    # restart, and the new session's first cycle is a full resync over the old points.
+    # 5. Azure → on-premises again, into the same disk: the MT group is taken back (a
+    # released group stays released across restarts; the operator takes it back once the
+    # disk is attached to the MT again), and the new session's first cycle is a full
+    # resync over the old points.
     rig.mt.stop()
     rig.mt.start()
+    assert rig.mt.client.ok("GET", "/v1/groups/loop")["state"] == "released"
+    rig.mt.client.ok("PUT", "/v1/groups/loop", {"disks": [{"id": uuid, "sizeBytes": SIZE}]})
     rig.ps.client.ok("PUT", "/v1/sessions/dr/loop-again", forward_body(rig, azure_disk, uuid))
     status = rig.wait_point("loop-again", after=0)
     assert {d["mode"] for d in status["lastCycle"]["disks"]} == {"FullResync"}
