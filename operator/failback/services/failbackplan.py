@@ -67,7 +67,7 @@ from failback.ports.processserver import ReplicationSessions
 from failback.ports.vsphere import NewVM, VCenters, VMPlacement
 from failback.services import processserver as ps_service
 from failback.services import vcenter as vc_service
-from failback.services.sites import Sites, resolve, target_vm_uuid
+from failback.services.sites import Sites, reconfiguring, resolve, target_vm_uuid
 
 TASK_PATIENCE = 20.0
 GUEST_IDS = {"Linux": "otherLinux64Guest", "Windows": "windows2019srv_64Guest"}
@@ -579,7 +579,8 @@ async def _attach(m: Member) -> None:
     if not files:
         raise Permanent("the ProtectedVM records no target disks (status.replication)")
     vc = sites.vcenter
-    await _wait(sites, await vc.detach_disks(sites.master_target_vm, files))
+    async with reconfiguring(vc.server, sites.master_target_vm):
+        await _wait(sites, await vc.detach_disks(sites.master_target_vm, files))
     target = target_vm_uuid(vm)
     if not _alternate(vm):
         await _wait(sites, await vc.attach_disks(target, files, sizes=m.sizes))

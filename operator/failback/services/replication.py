@@ -50,6 +50,7 @@ from failback.services.sites import (
     Sites,
     azure_disks,
     failback_vm_uuid,
+    reconfiguring,
     resolve,
     target_vm_uuid,
     vsphere_vm,
@@ -314,15 +315,17 @@ async def _perform(
     if step.kind is kind.RECORD_TARGETS:
         return step.targets
     if step.kind is kind.DETACH and step.vm is not None:
-        await _wait_task(sites, await vc.detach_disks(step.vm, step.files))
+        async with reconfiguring(vc.server, step.vm):
+            await _wait_task(sites, await vc.detach_disks(step.vm, step.files))
     elif step.kind is kind.ATTACH_TO_MASTER_TARGET:
         placement = vm.spec.on_prem.alternate_placement
         if step.folder is not None and placement is not None:
             await vc.make_directory(placement.datacenter, step.folder)
         new = tuple(NewDisk(t.file, t.size_bytes) for t in step.new)
         sizes = {t.file: t.size_bytes for t in facts.recorded}
-        started = await vc.attach_disks(sites.master_target_vm, step.files, new, sizes)
-        await _wait_task(sites, started)
+        async with reconfiguring(vc.server, sites.master_target_vm):
+            started = await vc.attach_disks(sites.master_target_vm, step.files, new, sizes)
+            await _wait_task(sites, started)
     elif step.kind is kind.ENSURE_GROUP:
         mt = sites.master_target
         wanted = [(t.uuid or "", t.size_bytes) for t in facts.recorded]

@@ -10,6 +10,7 @@ ports' own (``Retryable`` / ``Permanent``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import uuid
@@ -35,6 +36,15 @@ _VM_ID = re.compile(
 _DISK_RG = re.compile(r"/resourceGroups/(?P<rg>[^/]+)/", re.IGNORECASE)
 
 FAILBACK_VM_NAMESPACE = uuid.UUID("8f6c2b0e-5a43-4c1e-9b7d-2f1e0c3a4d5b")
+
+_RECONFIGURING: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+def reconfiguring(server: str, instance_uuid: str) -> asyncio.Lock:
+    """Held while one pass changes a VM's devices and waits for the task: two passes
+    attaching disks to one master target VM at once would pick the same free SCSI slots
+    from their own reads, and vCenter refuses the second (``InvalidDeviceSpec``)."""
+    return _RECONFIGURING.setdefault((server, instance_uuid.lower()), asyncio.Lock())
 
 
 def failback_vm_uuid(vm: protectedvm.ProtectedVM) -> str:
