@@ -107,6 +107,15 @@ class Result:
     """What this pass did, for the VM's Events."""
 
 
+def rounded_rpo(age: dt.timedelta, vm: protectedvm.ProtectedVM) -> int:
+    """The RPO in whole steps of 1/60 of the VM's threshold (15 s for 15 minutes): exact
+    enough to judge it, and an idle VM's status does not change on every pass (which would
+    be one etcd write per VM per re-check)."""
+    step = max(1, int(vm.spec.policy.rpo_threshold.total_seconds()) // 60)
+    seconds = max(0, int(age.total_seconds()))
+    return seconds - seconds % step
+
+
 def session_interval(vm: protectedvm.ProtectedVM, configured: float) -> float:
     """Cycles at least three times per RPO threshold, so one missed cycle does not breach it."""
     return max(1.0, min(configured, vm.spec.policy.rpo_threshold.total_seconds() / 3))
@@ -402,7 +411,7 @@ def _points(
     if group is None or group.newest_point is None:
         return None, None, NO_POINT
     newest = group.newest_point
-    rpo = max(0, int((now - newest.source_time).total_seconds()))
+    rpo = rounded_rpo(now - newest.source_time, vm)
     points = protectedvm.RecoveryPoints(
         latest=newest.source_time,
         latest_app_consistent=newest.source_time if newest.app_consistent else None,
@@ -482,7 +491,7 @@ async def _reverse(
     rpo_cond: Verdict = NO_POINT
     rpo = None
     if session is not None and session.rpo_source_time is not None:
-        rpo = max(0, int((now - session.rpo_source_time).total_seconds()))
+        rpo = rounded_rpo(now - session.rpo_source_time, vm)
         threshold = int(vm.spec.policy.rpo_threshold.total_seconds())
         rpo_cond = (
             (TRUE, Reason.RPO_MET, f"RPO {rpo}s is within {threshold}s")
