@@ -64,6 +64,12 @@ def _parsed(items: list[Mapping[str, Any]], parse: Any) -> list[Any]:
     return parsed
 
 
+def _lists(plan: Mapping[str, Any], name: str) -> bool:
+    """Whether a FailbackPlan's raw body names ``name`` among its members."""
+    groups = (plan.get("spec") or {}).get("groups") or []
+    return any(name in (g.get("members") or []) for g in groups if isinstance(g, dict))
+
+
 def registered_agents(ps: processserver.ProcessServer | None) -> tuple[str, ...] | None:
     """The agents the process server reports; None unless its heartbeat is current (then
     AgentRegistered says the process server was not heard from, rather than trusting an
@@ -82,8 +88,26 @@ async def reconcile(vm: api.ProtectedVM, deps: Dependencies, now: dt.datetime) -
     objects = deps.objects
     mt_body = await objects.get(namespace, MASTER_TARGET.plural, vm.spec.master_target_ref.name)
     ps_body = await objects.get(namespace, PROCESS_SERVER.plural, vm.spec.process_server_ref.name)
-    peers = _parsed(await objects.list(namespace, PROTECTED_VM.plural), api.parse)
-    plans = _parsed(await objects.list(namespace, FAILBACK_PLAN.plural), failbackplan.parse)
+    # Only what this VM is judged against is decoded: its replication group's peers (no
+    # list at all outside a group) and the plans that list it. Decoding every object of
+    # the namespace on every pass made a round O(N²) (hack/bench/controlplane.py).
+    group = vm.spec.replication_group
+    peers = (
+        _parsed(
+            [
+                b
+                for b in await objects.list(namespace, PROTECTED_VM.plural)
+                if (b.get("spec") or {}).get("replicationGroup") == group
+            ],
+            api.parse,
+        )
+        if group is not None
+        else []
+    )
+    plans = _parsed(
+        [b for b in await objects.list(namespace, FAILBACK_PLAN.plural) if _lists(b, vm.meta.name)],
+        failbackplan.parse,
+    )
     mt = next(iter(_parsed([mt_body], mastertarget.parse)), None) if mt_body else None
 
     ps = next(iter(_parsed([ps_body], processserver.parse)), None) if ps_body else None
