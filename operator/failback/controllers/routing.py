@@ -46,14 +46,20 @@ def one_at_a_time(fn: Callable[..., Any]) -> Callable[..., Any]:
     kopf runs an object's timer apart from its change handlers, so a resume or an update
     can reconcile while the timer does: two passes that both observe "no VM yet" would
     both create it. The second pass waits for the first and then observes afresh."""
-    locks: dict[str, asyncio.Lock] = {}
+    locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     @functools.wraps(fn)
     async def serialized(*args: Any, **kwargs: Any) -> Any:
         uid = str((kwargs.get("body") or {}).get("metadata", {}).get("uid", ""))
-        lock = locks.setdefault(uid, asyncio.Lock())
-        async with lock:
-            return await fn(*args, **kwargs)
+        lock, users = locks.setdefault(uid, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                return await fn(*args, **kwargs)
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del locks[uid]  # nobody waits: no lock kept per object ever seen
 
     return serialized
 
