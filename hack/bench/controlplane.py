@@ -1072,11 +1072,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             idle = settle(bench)
             try:
                 converge(bench)
+                save(bench)
                 template = _status_of(bench, bench.layout.names()[-1])
                 if bench.results["converge"]["complete"]:
-                    steady(bench)
-                    spec_changes(bench)
-                    failback(bench)
+                    for phase in (steady, spec_changes, failback):
+                        phase(bench)
+                        save(bench)
             finally:
                 mem = memory(bench.operator_pid)
                 bench.results["memory"] = {"idle": idle, "end": mem.get("VmRSS"),
@@ -1088,15 +1089,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not bench.results.get("failback", {}).get("complete"):
                 say(f"operator log: {bench.results['operatorLog']}\n"
                     f"{log_tail(Path(bench.results['operatorLog']), 15)}")  # fmt: skip
-            out = {k: v for k, v in bench.results.items() if not k.startswith("_")}
-            out["layout"] = layout.__dict__
-            out["arguments"] = {k: v for k, v in vars(args).items() if k != "json"}
-            return out
+            save(bench)
+            return figures(bench)
     finally:
         if args.keep:
             say(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def figures(bench: Bench) -> dict[str, Any]:
+    out = {k: v for k, v in bench.results.items() if not k.startswith("_")}
+    out["layout"] = bench.layout.__dict__
+    out["arguments"] = {k: v for k, v in vars(bench.args).items() if k != "json"}
+    return out
+
+
+def save(bench: Bench) -> None:
+    """The figures so far into ``--json`` (after each phase: a long run stopped from outside
+    keeps what it measured)."""
+    if bench.args.json:
+        Path(bench.args.json).write_text(json.dumps(figures(bench), indent=2, default=str) + "\n")
 
 
 def _status_of(bench: Bench, name: str) -> dict[str, Any]:
@@ -1144,10 +1157,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    results = run(args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    run(parse_args(argv))
     return 0
 
 
