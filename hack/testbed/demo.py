@@ -14,15 +14,13 @@ its core, which tests drive on their own namespace.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
 import signal
-import ssl
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -35,7 +33,7 @@ from testbed.kube import Kube
 from testbed.procs import TestbedError, log_tail, stop
 from testbed.progress import LiveView, plan_rows, vm_rows, watch
 from testbed.scenario import MIB, Machine, Scenario
-from testbed.vcsim import VCenter
+from testbed.vcsim import plain_session
 
 PLAN = "return-to-amsterdam"
 RESOURCE_GROUP = "rg-dr-westeurope"
@@ -77,24 +75,6 @@ def groups_of(machines: Sequence[Machine]) -> list[tuple[str, list[str]]]:
     names = {m.name for m in machines}
     out = [(g, [m for m in members if m in names]) for g, members in GROUPS]
     return [(g, members) for g, members in out if members]
-
-
-@contextlib.contextmanager
-def vsphere(vcenter: VCenter) -> Iterator[Any]:
-    """A plain pyVmomi session (the demo's own, never the operator's)."""
-    from pyVim.connect import Disconnect, SmartConnect
-
-    conn = SmartConnect(  # type: ignore[no-untyped-call]
-        host=vcenter.host,
-        port=vcenter.port,
-        user=vcenter.username,
-        pwd=vcenter.password,
-        sslContext=ssl.create_default_context(cafile=str(vcenter.ca_file)),
-    )
-    try:
-        yield conn
-    finally:
-        Disconnect(conn)  # type: ignore[no-untyped-call]
 
 
 def _status(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -416,7 +396,7 @@ def run(tb: bed.Testbed, out: TextIO, tty: bool | None = None) -> int:
         state[0] = state[0].with_operator(demo.operator).with_services(demo.sc.data_plane_pids())
         state[0].save()
 
-    with vsphere(tb.vcenter) as si:
+    with plain_session(tb.vcenter) as si:
         sc = Scenario(
             tb.root / "demo", operator_.NAMESPACE, kubectl, tb.azure, tb.vcenter, si,
             resource_group=RESOURCE_GROUP, plan=PLAN, master_target="mt-linux-01",

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from testbed.build import Binaries
 from testbed.pki import Pki
@@ -111,3 +112,22 @@ def start_vcenter(workdir: Path, pki: Pki, bins: Binaries) -> Iterator[VCenter]:
         yield vc
     finally:
         stop(vc.pid)
+
+
+@contextmanager
+def plain_session(vcenter: VCenter) -> Iterator[Any]:
+    """A plain pyVmomi session to the test bed's vcsim, for building situations and
+    reading what happened (never the operator's own), logged out at the end."""
+    from pyVim.connect import Disconnect, SmartConnect
+
+    conn = SmartConnect(  # type: ignore[no-untyped-call]
+        host=vcenter.host,
+        port=vcenter.port,
+        user=vcenter.username,
+        pwd=vcenter.password,
+        sslContext=ssl.create_default_context(cafile=str(vcenter.ca_file)),
+    )
+    try:
+        yield conn
+    finally:
+        Disconnect(conn)  # type: ignore[no-untyped-call]

@@ -5,14 +5,12 @@ and VMs whose disks the test bed's guest writer fills."""
 from __future__ import annotations
 
 import contextlib
-import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pyVim.connect import Disconnect, SmartConnect
 
 from failback.adapters.azure.clients import AzureClientsAdapter, AzureOptions
 from failback.adapters.vsphere import Sessions
@@ -23,7 +21,7 @@ from failback.ports.vsphere import NewDisk, NewVM, VMPlacement
 from testbed.azure.process import AzureEmulator
 from testbed.guest import GuestDisk, datastore_directories, flat_file
 from testbed.leaks import LeakGuard
-from testbed.vcsim import VCenter
+from testbed.vcsim import VCenter, plain_session
 
 DISK = 4 << 20
 
@@ -74,15 +72,8 @@ async def guarded_compute(emulator: AzureEmulator, guard: LeakGuard) -> AsyncIte
 
 @pytest.fixture(scope="module")
 def si(vcenter: VCenter) -> Iterator[Any]:
-    conn = SmartConnect(
-        host=vcenter.host,
-        port=vcenter.port,
-        user=vcenter.username,
-        pwd=vcenter.password,
-        sslContext=ssl.create_default_context(cafile=str(vcenter.ca_file)),
-    )
-    yield conn
-    Disconnect(conn)
+    with plain_session(vcenter) as conn:
+        yield conn
 
 
 @pytest.fixture

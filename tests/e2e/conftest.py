@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pyVim.connect import Disconnect, SmartConnect
 
 from testbed import operator as operator_
 from testbed.azure.process import AzureEmulator
@@ -16,7 +14,7 @@ from testbed.kube import Kube
 from testbed.procs import free_port
 from testbed.scenario import Machine, Scenario
 from testbed.tools import Tool
-from testbed.vcsim import VCenter
+from testbed.vcsim import VCenter, plain_session
 
 from .world import World
 
@@ -26,15 +24,8 @@ WorldMaker = Callable[..., World]
 @pytest.fixture(scope="session")
 def si(vcenter: VCenter) -> Iterator[Any]:
     """A plain pyVmomi session for building situations (never the operator's own)."""
-    conn = SmartConnect(
-        host=vcenter.host,
-        port=vcenter.port,
-        user=vcenter.username,
-        pwd=vcenter.password,
-        sslContext=ssl.create_default_context(cafile=str(vcenter.ca_file)),
-    )
-    yield conn
-    Disconnect(conn)
+    with plain_session(vcenter) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ passes, both powered on fails naming the pair.
 from __future__ import annotations
 
 import datetime as dt
-import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from typing import Any
 import pytest
 from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
-from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
 from testbed.azure.clock import Clock
@@ -39,7 +37,7 @@ from testbed.invariant import (
     overlaps,
     running_intervals,
 )
-from testbed.vcsim import VCenter
+from testbed.vcsim import VCenter, plain_session
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -412,15 +410,8 @@ RG = "rg-invariant"
 
 @pytest.fixture(scope="module")
 def si(vcenter: VCenter) -> Iterator[Any]:
-    conn = SmartConnect(
-        host=vcenter.host,
-        port=vcenter.port,
-        user=vcenter.username,
-        pwd=vcenter.password,
-        sslContext=ssl.create_default_context(cafile=str(vcenter.ca_file)),
-    )
-    yield conn
-    Disconnect(conn)
+    with plain_session(vcenter) as conn:
+        yield conn
 
 
 def wait(task: Any) -> None:

@@ -567,9 +567,9 @@ def test_seed_adds_missing_types_as_unknown_and_keeps_the_rest() -> None:
 
 def test_seed_takes_a_reason_and_message() -> None:
     (c,) = seed_conditions(
-        [], ["ServiceReachable"], 1, T0, Reason.DATA_PLANE_NOT_BUILT, "no MT service yet"
+        [], ["ServiceReachable"], 1, T0, Reason.SERVICE_CHECK_PENDING, "no MT answer yet"
     )
-    assert (c.status, c.reason, c.message) == (UNKNOWN, "DataPlaneNotBuilt", "no MT service yet")
+    assert (c.status, c.reason, c.message) == (UNKNOWN, "ServiceCheckPending", "no MT answer yet")
 
 
 SUMMARY_CASES = [
@@ -751,7 +751,7 @@ def test_plan_phase(conditions: list[Condition], phase: str) -> None:
 
 MT_PHASES = [
     ([], "Pending"),
-    ([cond("Ready", UNKNOWN, Reason.DATA_PLANE_NOT_BUILT)], "Pending"),
+    ([cond("Ready", UNKNOWN, Reason.SERVICE_CHECK_PENDING)], "Pending"),
     ([cond("Ready")], "Ready"),
     (
         [

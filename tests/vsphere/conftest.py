@@ -8,7 +8,6 @@ never changed.
 from __future__ import annotations
 
 import base64
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,14 +16,13 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
 from failback.adapters.kubernetes import KubeReads
 from failback.adapters.vsphere import Sessions
 from failback.domain.vsphere import VCenterCredentials
 from failback.ports.vsphere import NewDisk, NewVM, VMPlacement
-from testbed.vcsim import VCenter
+from testbed.vcsim import VCenter, plain_session
 
 VMFS_DATASTORE = "FB_VMFS_0"
 """A datastore typed VMFS on host DC0_H0. vcsim cannot format VMFS (it has no
@@ -46,15 +44,8 @@ def credentials(vc: VCenter, **changes: Any) -> VCenterCredentials:
 @pytest.fixture(scope="session")
 def si(vcenter: VCenter) -> Iterator[Any]:
     """A plain pyVmomi session for building situations (never the adapter's own)."""
-    conn = SmartConnect(
-        host=vcenter.host,
-        port=vcenter.port,
-        user=vcenter.username,
-        pwd=vcenter.password,
-        sslContext=ssl.create_default_context(cafile=str(vcenter.ca_file)),
-    )
-    yield conn
-    Disconnect(conn)
+    with plain_session(vcenter) as conn:
+        yield conn
 
 
 def find(si: Any, kind: type, name: str) -> Any:

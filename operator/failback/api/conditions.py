@@ -245,10 +245,6 @@ class Reason(_Documented):
         "Unknown: the answer comes from the master target or process server service, "
         "which has not answered yet.",
     )
-    DATA_PLANE_NOT_BUILT = (
-        "DataPlaneNotBuilt",
-        "Unknown: this release has no process server or master target service to contact.",
-    )
     TLS_VERIFICATION_FAILED = (
         "TLSVerificationFailed",
         "False: a peer's certificate (vCenter, master target, process server) did not "

@@ -11,7 +11,6 @@ from failback.api import failbackplan, merge_patch
 from failback.api.constants import FAILBACK_PLAN
 from failback.controllers import metrics, resources, routing
 from failback.controllers.bridge import kopf_errors
-from failback.errors import SpecInvalid
 from failback.services import failbackplan as service
 from failback.settings import Settings
 
@@ -35,11 +34,7 @@ async def reconcile_failbackplan(
     now = routing.now()
     old = dict(body.get("status") or {})
     with kopf_errors():
-        try:
-            plan = failbackplan.parse(body)
-        except SpecInvalid as exc:
-            patch.status.update(merge_patch(old, routing.spec_invalid_status(old, body, exc, now)))
-            raise
+        plan = routing.parse_or_report(body, patch, failbackplan.parse, now)
         outcome = await service.reconcile(plan, _deps(memo), now)
     patch.status.update(merge_patch(old, outcome.status.to_dict()))
     if outcome.status.phase is not None:

@@ -12,7 +12,6 @@ from failback.api import mastertarget, merge_patch
 from failback.api.constants import MASTER_TARGET
 from failback.controllers import resources, routing
 from failback.controllers.bridge import kopf_errors
-from failback.errors import SpecInvalid
 from failback.services import mastertarget as service
 from failback.settings import Settings
 
@@ -26,11 +25,7 @@ async def reconcile_mastertarget(
     old = dict(body.get("status") or {})
     shared = resources.shared(memo)
     with kopf_errors():
-        try:
-            mt = mastertarget.parse(body)
-        except SpecInvalid as exc:
-            patch.status.update(merge_patch(old, routing.spec_invalid_status(old, body, exc, now)))
-            raise
+        mt = routing.parse_or_report(body, patch, mastertarget.parse, now)
         status = await service.reconcile(
             mt, shared.kube, shared.vsphere, shared.master_targets, now
         )

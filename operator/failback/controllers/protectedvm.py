@@ -12,7 +12,6 @@ from failback.api import merge_patch, protectedvm
 from failback.api.constants import PROTECTED_VM
 from failback.controllers import metrics, resources, routing
 from failback.controllers.bridge import kopf_errors
-from failback.errors import SpecInvalid
 from failback.services import protectedvm as service
 from failback.services import replication
 from failback.settings import Settings
@@ -44,11 +43,7 @@ async def reconcile_protectedvm(
     now = routing.now()
     old = dict(body.get("status") or {})
     with kopf_errors():
-        try:
-            vm = protectedvm.parse(body)
-        except SpecInvalid as exc:
-            patch.status.update(merge_patch(old, routing.spec_invalid_status(old, body, exc, now)))
-            raise
+        vm = routing.parse_or_report(body, patch, protectedvm.parse, now)
         outcome = await service.reconcile(vm, _deps(memo), now)
     patch.status.update(merge_patch(old, outcome.status.to_dict()))
     points = outcome.status.recovery_points

@@ -15,14 +15,17 @@ import asyncio
 import datetime as dt
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
+from failback.api import merge_patch
 from failback.api.conditions import FALSE, Condition, ConditionType, Reason
 from failback.api.constants import GROUP, VERSION, Resource
 from failback.errors import SpecInvalid
 from failback.settings import Settings
+
+T = TypeVar("T")
 
 
 def now() -> dt.datetime:
@@ -38,6 +41,22 @@ def spec_invalid_status(
     ready = Condition(ConditionType.READY, FALSE, Reason.SPEC_INVALID, str(error), generation, now)
     kept = [c for c in old.get("conditions", []) if c.get("type") != ConditionType.READY]
     return {**old, "observedGeneration": generation, "conditions": [ready.to_dict(), *kept]}
+
+
+def parse_or_report(
+    body: Mapping[str, Any],
+    patch: Any,
+    parse: Callable[[Mapping[str, Any]], T],
+    now: dt.datetime,
+) -> T:
+    """``parse(body)``; when the spec cannot be read, ``Ready`` False naming the field is
+    patched into the status first, and ``SpecInvalid`` raised (for ``kopf_errors``)."""
+    try:
+        return parse(body)
+    except SpecInvalid as exc:
+        old = dict(body.get("status") or {})
+        patch.status.update(merge_patch(old, spec_invalid_status(old, body, exc, now)))
+        raise
 
 
 def one_at_a_time(fn: Callable[..., Any]) -> Callable[..., Any]:
