@@ -16,7 +16,7 @@ from testbed.kube import Kube
 from testbed.progress import STEP_HEADER, LiveView, Row, plan_rows
 from testbed.scenario import Scenario
 from testbed.tools import Tool
-from testbed.vcsim import VCenter
+from testbed.vcsim import VCenter, plain_session
 
 
 def _screen(written: str) -> list[str]:
@@ -121,7 +121,7 @@ def test_demo_fails_back_and_proves_it(
     operator_.install_into(kubectl, namespace)
     machines = [m for m in demo.MACHINES if m.name in ("batch-01", "web-01")]
     out = io.StringIO()
-    with demo.vsphere(vcenter) as si:
+    with plain_session(vcenter) as si:
         sc = Scenario(tmp_path / "sc", namespace, kubectl, azure_emulator, vcenter, si,
                       plan=demo.PLAN)  # fmt: skip
         run = demo.Demo(sc, kube, tmp_path, out, tty=False, timeout=90)
