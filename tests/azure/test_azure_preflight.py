@@ -122,8 +122,10 @@ async def test_a_late_agent_is_waited_for_then_reported(
     assert agent(deallocated) == ("Unknown", Reason.WAITING_FOR_AGENT_REGISTRATION)
     control.set_power_state(RG, "app-01", "running")  # it boots now
     control.advance(60)
+    # The condition stays Unknown, so it keeps the time the wait began (set_condition).
+    waiting = protected(emulator, namespace, "app-01", conditions=(deallocated.condition,))
     first = await azure_preflight(
-        vm, clients, kube_reads, emulated_now(emulator), registered_agents=[]
+        waiting, clients, kube_reads, emulated_now(emulator), registered_agents=[]
     )
     assert agent(first) == ("Unknown", Reason.WAITING_FOR_AGENT_REGISTRATION)
     # Half of what was waited, at least 30 s (the emulated clock runs on meanwhile).
@@ -132,19 +134,20 @@ async def test_a_late_agent_is_waited_for_then_reported(
     assert "run for 1 minutes" in first.condition.message
     control.advance(9 * 60)
     later = await azure_preflight(
-        protected(emulator, namespace, "app-01", conditions=(first.condition,)),
-        clients,
-        kube_reads,
-        emulated_now(emulator),
-        registered_agents=[],
+        waiting, clients, kube_reads, emulated_now(emulator), registered_agents=[]
     )
     assert agent(later) == ("Unknown", Reason.WAITING_FOR_AGENT_REGISTRATION)
     assert later.retry_after == 240.0
     control.advance(6 * 60)
     late = await azure_preflight(
-        vm, clients, kube_reads, emulated_now(emulator), registered_agents=[]
+        waiting, clients, kube_reads, emulated_now(emulator), registered_agents=[]
     )
     assert agent(late) == ("False", Reason.AGENT_NOT_REGISTERED)
+    # A VM that has run all along, protected only now, gets its own 15 minutes.
+    fresh = await azure_preflight(
+        vm, clients, kube_reads, emulated_now(emulator), registered_agents=[]
+    )
+    assert agent(fresh) == ("Unknown", Reason.WAITING_FOR_AGENT_REGISTRATION)
     assert late.retry_after is None
     unknown = await azure_preflight(vm, clients, kube_reads, emulated_now(emulator))
     assert agent(unknown) == ("Unknown", Reason.SERVICE_CHECK_PENDING)

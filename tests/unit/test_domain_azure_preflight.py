@@ -25,7 +25,7 @@ def facts(
     return pre.AzureVMFacts(os_type, unmanaged, power, since)
 
 
-def waiting_since(minutes: int) -> Condition:
+def waiting_since(minutes: float) -> Condition:
     return Condition(
         ConditionType.AGENT_REGISTERED,
         UNKNOWN,
@@ -45,9 +45,51 @@ def waiting_since(minutes: int) -> Condition:
         (facts(None), OSType.WINDOWS, True, None, TRUE, Reason.CHECK_PASSED, None),
         (facts(unmanaged=("os",)), OSType.LINUX, True, None, FALSE, Reason.UNMANAGED_DISKS, None),
         (facts(), OSType.LINUX, None, None, UNKNOWN, Reason.SERVICE_CHECK_PENDING, None),
-        # Booted 1 minute ago: wait (the first re-check after 30 s).
+        # Booted 1 minute ago, waited for since before: wait (the first re-check after 30 s).
         (
             facts(running_for=dt.timedelta(minutes=1)),
+            OSType.LINUX,
+            False,
+            waiting_since(5),
+            UNKNOWN,
+            Reason.WAITING_FOR_AGENT_REGISTRATION,
+            30.0,
+        ),
+        # Waited for 10 minutes: still waiting, with a longer delay (half the wait, at most
+        # 4 min).
+        (
+            facts(),
+            OSType.LINUX,
+            False,
+            waiting_since(10),
+            UNKNOWN,
+            Reason.WAITING_FOR_AGENT_REGISTRATION,
+            240.0,
+        ),
+        # 14.5 minutes: the next check lands just after the window ends.
+        (
+            facts(),
+            OSType.LINUX,
+            False,
+            waiting_since(14.5),
+            UNKNOWN,
+            Reason.WAITING_FOR_AGENT_REGISTRATION,
+            31.0,
+        ),
+        # 15 minutes: now it is a failure.
+        (
+            facts(),
+            OSType.LINUX,
+            False,
+            waiting_since(15),
+            FALSE,
+            Reason.AGENT_NOT_REGISTERED,
+            None,
+        ),
+        # A VM that ran for hours before it was protected gets its 15 minutes from now
+        # (counting from its start failed it on its first check).
+        (
+            facts(running_for=dt.timedelta(hours=2)),
             OSType.LINUX,
             False,
             None,
@@ -55,35 +97,25 @@ def waiting_since(minutes: int) -> Condition:
             Reason.WAITING_FOR_AGENT_REGISTRATION,
             30.0,
         ),
-        # 10 minutes: still waiting, with a longer delay (half the wait, at most 4 min).
+        # Booted 16 minutes ago and waited for as long: a failure.
         (
-            facts(running_for=dt.timedelta(minutes=10)),
+            facts(running_for=dt.timedelta(minutes=16)),
             OSType.LINUX,
             False,
-            None,
-            UNKNOWN,
-            Reason.WAITING_FOR_AGENT_REGISTRATION,
-            240.0,
-        ),
-        # 14.5 minutes: the next check lands just after the window ends.
-        (
-            facts(running_for=dt.timedelta(minutes=14, seconds=30)),
-            OSType.LINUX,
-            False,
-            None,
-            UNKNOWN,
-            Reason.WAITING_FOR_AGENT_REGISTRATION,
-            31.0,
-        ),
-        # 15 minutes: now it is a failure.
-        (
-            facts(running_for=dt.timedelta(minutes=15)),
-            OSType.LINUX,
-            False,
-            None,
+            waiting_since(16),
             FALSE,
             Reason.AGENT_NOT_REGISTERED,
             None,
+        ),
+        # Waited for an hour but the VM booted 2 minutes ago: its window starts at the boot.
+        (
+            facts(running_for=dt.timedelta(minutes=2)),
+            OSType.LINUX,
+            False,
+            waiting_since(60),
+            UNKNOWN,
+            Reason.WAITING_FOR_AGENT_REGISTRATION,
+            60.0,
         ),
         # Boot time unknown: the wait counts from when waiting started ...
         (

@@ -136,9 +136,12 @@ def judge(
             cond(UNKNOWN, Reason.WAITING_FOR_AGENT_REGISTRATION, message),
             backoff(dt.timedelta(0), REGISTRATION_WINDOW),
         )
-    since = facts.running_since
-    if since is None or since > now:
-        since = previous.last_transition_time if waiting and previous is not None else now
+    # The window counts from when registration could first happen: the later of the VM's
+    # start and the moment the operator began waiting for it. A VM that has run for months
+    # before it is protected gets its 15 minutes too.
+    began = previous.last_transition_time if waiting and previous is not None else now
+    started = facts.running_since
+    since = began if started is None or started > now else max(started, began)
     waited = now - since
     left = REGISTRATION_WINDOW - waited
     minutes = int(waited.total_seconds() // 60)
@@ -147,9 +150,9 @@ def judge(
             cond(
                 FALSE,
                 Reason.AGENT_NOT_REGISTERED,
-                f"The Azure VM has run for {minutes} minutes and its agent has still not "
-                "registered with the process server (R-PRE-13): check the mobility agent "
-                "in the VM and that it reaches the process server.",
+                f"The Azure VM has run for {minutes} minutes since replication began and its "
+                "agent has still not registered with the process server (R-PRE-13): check "
+                "the mobility agent in the VM and that it reaches the process server.",
             ),
             None,
         )
@@ -157,8 +160,9 @@ def judge(
         cond(
             UNKNOWN,
             Reason.WAITING_FOR_AGENT_REGISTRATION,
-            f"The Azure VM has run for {minutes} minutes; its agent may take up to 15 to "
-            "register (R-PRE-13). Not a failure: the operator checks again.",
+            f"The Azure VM has run for {minutes} minutes since replication began; its agent "
+            "may take up to 15 to register (R-PRE-13). Not a failure: the operator checks "
+            "again.",
         ),
         backoff(waited, left),
     )
