@@ -312,6 +312,15 @@ class Scenario:
         m = self.machines[name]
         return [f"{name}-os", *(f"{name}-data{i}" for i in range(len(m.disks) - 1))]
 
+    def azure_vm_disks(self, name: str) -> list[str]:
+        """The disks ``name``'s Azure VM boots from now: the OS disk, then by LUN (after a
+        failover to Azure, those the failover made)."""
+        storage = self.emulator.control.vm(self.resource_group, name)["properties"][
+            "storageProfile"
+        ]
+        data = sorted(storage.get("dataDisks") or [], key=lambda d: d["lun"])
+        return [storage["osDisk"]["name"], *(d["name"] for d in data)]
+
     def write_azure(self, disk: str, rng: random.Random, writes: int = 8) -> None:
         size = self._azure_size(disk)
         specs = []

@@ -30,7 +30,7 @@ MACHINES = [
 ]
 
 
-def test_reprotect_planned_failback_of_three_groups_commit_and_reverse_reprotect(
+def test_reprotect_planned_failback_of_three_groups_commit_reverse_reprotect_and_failover(
     make_world: WorldMaker,
 ) -> None:
     world = make_world(MACHINES)
@@ -113,7 +113,55 @@ def test_reprotect_planned_failback_of_three_groups_commit_and_reverse_reprotect
             world.pvm_target(name), machine.disks
         ), name
 
+    fail_over_to_azure_again(world)
     never_both_running(world, since)
+
+
+def fail_over_to_azure_again(world: World) -> None:
+    """After the committed failback: activeSite back to Azure is a new run, a failover
+    (the on-premises VMs fenced, a final sync into the replicas, new disks from that point,
+    the Azure VMs booted from them), then replication Azure → on-premises again."""
+    sc = world.sc
+    failback_run = world.plan_status()["runId"]
+    onprem = {
+        name: sc.onprem_bytes(world.pvm_target(name), machine.disks)
+        for name, machine in sc.machines.items()
+    }
+    world.set_plan(activeSite="Azure")
+
+    def failed_over() -> bool:
+        status = world.plan_status()
+        return status.get("runTarget") == "Azure" and status.get("phase") == "Completed"
+
+    world.wait("the failover to Azure Completed", failed_over, timeout=240)
+    plan = world.plan_status()
+    assert plan["runId"] != failback_run
+    assert plan["committedSite"] == "Azure"
+    assert plan["activeSite"] == "Azure"
+    for name in sc.machines:
+        for step in ("fence", "final-sync", "restore", "attach", "power-on", "guest-ready"):
+            assert world.step(step, name).get("state") == "Succeeded", (name, step)
+        assert sc.azure_power(name) == "running", name
+        assert sc.power(world.pvm_target(name)) == "poweredOff", name
+        disks = sc.azure_vm_disks(name)
+        assert not set(disks) & set(sc.azure_disks(name)), disks  # new disks, from the point
+        # Byte-exact: what ran on-premises until the fence is what Azure boots from.
+        assert sc.azure_bytes(name, disks) == onprem[name], name
+
+    # Reprotect: Azure → on-premises again, into the disks the failback used.
+    def replicating_home() -> bool:
+        for name in sc.machines:
+            status = world.pvm(name).get("status") or {}
+            replication = status.get("replication") or {}
+            if (
+                status.get("activeSite") != "Azure"
+                or replication.get("direction") != "AzureToOnPrem"
+                or replication.get("state") not in ("Replicating", "Resynchronizing")
+            ):
+                return False
+        return True
+
+    world.wait("every machine replicates to on-premises again", replicating_home, timeout=180)
 
 
 def never_both_running(world: World, since: int) -> None:

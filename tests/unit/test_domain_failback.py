@@ -298,12 +298,117 @@ def test_a_finished_cancel_and_a_plan_that_never_left_azure() -> None:
     assert (not_ready.phase, not_ready.blocked) == (PlanPhase.VALIDATING, "web: x")
 
 
-def test_a_committed_failback_cannot_be_cancelled() -> None:
-    decision = decide(
-        plan(("web",), site=Site.AZURE), replace(RUN, committed=True), facts(vm("web", **DONE))
+# ------------------------------------------------------------------ failover to Azure again
+
+FAILOVER = RunFacts(run_id="run-2", target=Site.AZURE, home=Site.ON_PREM)
+"""A failover run, after a committed failback (the VMs run on-premises)."""
+ON_PREM = {"azure": Power.STOPPED, "onprem": Power.RUNNING, "restored": False,
+           "attached": False, "guest_ready": False}  # fmt: skip
+ARRIVED = {"azure": Power.RUNNING, "onprem": Power.STOPPED, "synced_after_fence": True,
+           "restored": True, "attached": True, "guest_ready": True}  # fmt: skip
+
+FAILOVER_PATH = [
+    ({}, StepName.FENCE, ActionKind.POWER_OFF_ONPREM),
+    ({"onprem": Power.STOPPED}, StepName.FINAL_SYNC, ActionKind.SYNC_NOW),
+    (
+        {"onprem": Power.STOPPED, "synced_after_fence": True},
+        StepName.RESTORE,
+        ActionKind.DISKS_FROM_POINT,
+    ),
+    (
+        {"onprem": Power.STOPPED, "synced_after_fence": True, "restored": True},
+        StepName.ATTACH,
+        ActionKind.SET_AZURE_DISKS,
+    ),
+    (
+        {"onprem": Power.STOPPED, "restored": True, "attached": True},
+        StepName.POWER_ON,
+        ActionKind.START_AZURE,
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "step", "kind"), FAILOVER_PATH)
+def test_a_failover_goes_step_by_step(
+    changes: dict[str, Any], step: StepName, kind: ActionKind
+) -> None:
+    f = vm("web", **{**ON_PREM, **changes})
+    decision = decide(plan(("web",), site=Site.AZURE), FAILOVER, facts(f))
+    assert decision.phase is PlanPhase.FAILING_OVER
+    assert kinds(decision) == [(kind, "web")]
+    assert decision.actions[0].step in (step, None)
+    assert step_state(decision, "web", step) is StepState.RUNNING
+
+
+def test_a_failover_fences_the_onprem_vm_and_logs_it_as_the_fence() -> None:
+    decision = decide(plan(("web",), site=Site.AZURE), FAILOVER, facts(vm("web", **ON_PREM)))
+    assert decision.actions == (Action(ActionKind.POWER_OFF_ONPREM, "web", step=StepName.FENCE),)
+
+
+def test_a_failover_never_starts_azure_while_vcenter_cannot_say() -> None:
+    unknown = vm("web", **{**ON_PREM, "onprem": Power.UNKNOWN})
+    waits = decide(plan(("web",), site=Site.AZURE), FAILOVER, facts(unknown))
+    assert waits.actions == ()
+    assert "cannot be confirmed stopped" in waits.blocked
+    assert "force" in waits.blocked
+    # Unplanned with force goes on without the final sync (audited by the controller).
+    forced = decide(
+        plan(("web",), site=Site.AZURE, unplanned=True, force=True), FAILOVER, facts(unknown)
     )
-    assert (decision.phase, decision.actions) == (PlanPhase.FAILED, ())
-    assert "committed" in decision.blocked
+    assert kinds(forced) == [(ActionKind.DISKS_FROM_POINT, "web")]
+
+
+def test_a_failover_commits_then_reprotects_towards_onprem() -> None:
+    arrived = facts(vm("web", **ARRIVED))
+    commit = decide(plan(("web",), site=Site.AZURE), FAILOVER, arrived)
+    assert (commit.phase, kinds(commit)) == (PlanPhase.COMMITTING, [(ActionKind.COMMIT, None)])
+    manual = decide(plan(("web",), site=Site.AZURE, manual=True), FAILOVER, arrived)
+    assert manual.phase is PlanPhase.FAILED_OVER
+    assert "approvedRunId to run-2" in manual.blocked
+    assert "back to OnPrem" in manual.blocked
+    committed = replace(FAILOVER, committed=True, home=Site.AZURE)
+    reprotect = decide(plan(("web",), site=Site.AZURE), committed, arrived)
+    assert reprotect.phase is PlanPhase.REPROTECTING
+    done = decide(
+        plan(("web",), site=Site.AZURE), replace(committed, reprotect_started=True), arrived
+    )
+    assert (done.phase, done.done) == (PlanPhase.COMPLETED, True)
+
+
+def test_after_a_committed_failback_activesite_azure_is_a_failover_not_a_cancel() -> None:
+    # The controller numbers a new run; before that (or in a dry run) decide() already
+    # plans a failover from the committed failback's facts.
+    committed = RunFacts(run_id="run-1", committed=True, home=Site.ON_PREM)
+    decision = decide(plan(("web",), site=Site.AZURE), committed, facts(vm("web", **ON_PREM)))
+    assert kinds(decision) == [(ActionKind.POWER_OFF_ONPREM, "web")]
+    dry = decide(
+        plan(("web",), site=Site.AZURE, dry_run=True), committed, facts(vm("web", **ON_PREM))
+    )
+    assert (dry.phase, dry.actions) == (PlanPhase.READY, ())
+    assert [s.name for s in dry.steps if s.vm == "web"][:2] == [StepName.PREFLIGHT, StepName.FENCE]
+
+
+def test_a_failover_is_cancelled_azure_off_first_then_onprem_on() -> None:
+    spec = plan(("web",), site=Site.ON_PREM)
+    running = decide(spec, FAILOVER, facts(vm("web", **ARRIVED)))
+    assert running.phase is PlanPhase.CANCELLING
+    assert running.actions == (
+        Action(ActionKind.POWER_OFF_AZURE, "web", step=StepName.CANCEL_POWER_OFF),
+    )
+    off = {**ARRIVED, "azure": Power.STOPPED}
+    start = decide(spec, FAILOVER, facts(vm("web", **off)))
+    assert kinds(start) == [(ActionKind.POWER_ON_ONPREM, "web")]
+    assert start.actions[0].step is StepName.CANCEL_START_ONPREM
+    unknown = decide(spec, FAILOVER, facts(vm("web", **{**ARRIVED, "azure": Power.UNKNOWN})))
+    assert (unknown.actions, unknown.phase) == ((), PlanPhase.CANCELLING)
+    back = {**off, "onprem": Power.RUNNING}
+    resume = decide(spec, FAILOVER, facts(vm("web", **back)))
+    assert kinds(resume) == [(ActionKind.RESUME_REPLICATION, "web")]
+    done = decide(spec, FAILOVER, facts(vm("web", **back, replicating_to_azure=True)))
+    assert (done.phase, done.done) == (PlanPhase.READY, True)
+    # Settled on-premises again: nothing to do.
+    settled = decide(spec, RunFacts(home=Site.ON_PREM), facts(vm("web", **back)))
+    assert (settled.phase, settled.actions) == (PlanPhase.READY, ())
 
 
 # ------------------------------------------------------------------ the invariant
@@ -314,7 +419,8 @@ def _starts_twin_while_running(action: Action, f: VMFacts, spec: FailbackPlanSpe
     if action.kind is ActionKind.POWER_ON_ONPREM:
         return f.azure is Power.RUNNING or (f.azure is Power.UNKNOWN and not forced)
     if action.kind is ActionKind.START_AZURE:
-        return f.onprem in (Power.RUNNING, Power.UNKNOWN)
+        # A forced failover's fence may be unconfirmed (Unknown), never a VM seen running.
+        return f.onprem is Power.RUNNING or (f.onprem is Power.UNKNOWN and not forced)
     return False
 
 
@@ -341,13 +447,21 @@ def test_no_decision_ever_starts_a_vm_whose_twin_may_run() -> None:
             attached=attached,
             ready=ready,
         )
-        for spec in specs:
-            decision = decide(spec, RUN, facts(f))
-            assert decision == decide(spec, RUN, facts(f))  # same facts, same decision
+        for spec, run in itertools.product(specs, RUNS):
+            decision = decide(spec, run, facts(f))
+            assert decision == decide(spec, run, facts(f))  # same facts, same decision
             for action in decision.actions:
-                assert not _starts_twin_while_running(action, f, spec), (spec, f, action)
+                assert not _starts_twin_while_running(action, f, spec), (spec, run, f, action)
             checked += 1
-    assert checked == 4 * 4 * 16 * 6
+    assert checked == 4 * 4 * 16 * 6 * len(RUNS)
+
+
+RUNS = (
+    RUN,  # a failback
+    FAILOVER,  # a failover (and, with activeSite OnPrem, its cancel)
+    RunFacts(run_id="run-1", committed=True, home=Site.ON_PREM),  # before a new run's id
+    RunFacts(),  # no run ever
+)
 
 
 def test_a_committed_run_does_not_look_at_the_vm_steps_again() -> None:

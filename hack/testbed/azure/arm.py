@@ -30,6 +30,7 @@ Handler = Callable[[ArmContext], Awaitable[web.Response]]
 ROUTES: dict[tuple[str, bool, str | None, str], Handler] = {
     ("virtualMachines", True, None, "GET"): vms.get,
     ("virtualMachines", True, None, "PUT"): vms.put,
+    ("virtualMachines", True, None, "PATCH"): vms.patch,
     ("virtualMachines", True, None, "DELETE"): vms.delete,
     ("virtualMachines", False, None, "GET"): vms.list_group,
     ("virtualMachines", True, "instanceview", "GET"): vms.instance_view,

@@ -291,6 +291,15 @@ async def seed(request: web.Request) -> web.Response:
     return web.json_response(vm.to_json(emu.clock.now()), status=201)
 
 
+@routes.get("/_emulator/vms/{group}/{name}")
+async def get_vm(request: web.Request) -> web.Response:
+    """A VM as ARM shows it, for tests (no throttling, no authentication)."""
+    emu = _emu(request)
+    emu.settle()
+    vm = emu.store.vm(request.match_info["group"], request.match_info["name"])
+    return web.json_response(vm.to_json(emu.clock.now()))
+
+
 @routes.post("/_emulator/vms/{group}/{name}/power")
 async def set_power(request: web.Request) -> web.Response:
     emu = _emu(request)

@@ -172,6 +172,11 @@ class EmulatorControl:
         result: dict[str, Any] = self._json("POST", "vms", body)
         return result
 
+    def vm(self, resource_group: str, vm: str) -> dict[str, Any]:
+        """The VM as ARM shows it (its storage profile names its disks)."""
+        result: dict[str, Any] = self._json("GET", f"vms/{quote(resource_group)}/{quote(vm)}")
+        return result
+
     def set_power_state(self, resource_group: str, vm: str, state: str) -> None:
         """Change a VM's power state out of band (as the portal would), recorded as an event."""
         self._json("POST", f"vms/{quote(resource_group)}/{quote(vm)}/power", {"state": state})

@@ -288,6 +288,14 @@ async def put(ctx: ArmContext) -> web.Response:
     return accepted(ctx, op, status=201, body=vm.to_json(now), location=False)
 
 
+async def patch(ctx: ArmContext) -> web.Response:
+    """``virtualMachines/update``: as a PUT of an existing VM, on the fields given."""
+    existing = ctx.store.vms.get(key(ctx.resource_group, ctx.name))
+    if existing is None:
+        raise not_found("Microsoft.Compute/virtualMachines", ctx.name, ctx.resource_group)
+    return await _update(ctx, existing, await ctx.body())
+
+
 async def _update(ctx: ArmContext, vm: VirtualMachine, body: dict[str, Any]) -> web.Response:
     if vm.provisioning_state in {"Creating", "Deleting"}:
         raise ArmError(409, "Conflict", f"VM '{vm.name}' is {vm.provisioning_state.lower()}.")

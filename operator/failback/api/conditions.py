@@ -430,6 +430,16 @@ class Reason(_Documented):
         "TargetDisksMismatch",
         "False: the original VM's disks do not match the Azure VM's (count or size).",
     )
+    NO_DISKS = (
+        "NoDisks",
+        "False: the Azure VM has no managed disk: replication is paused, the master target "
+        "keeps its recovery points.",
+    )
+    DISK_UUID_MISSING = (
+        "DiskUUIDMissing",
+        "False: vCenter reports no UUID for a target disk on the master target VM, so the "
+        "master target cannot find it.",
+    )
     UNPROTECTED = (
         "Unprotected",
         "False (R-FLOW-5): the VM runs on-premises and nothing replicates it to Azure yet.",

@@ -177,6 +177,11 @@ class FailbackPlanStatus(Encodable):
     phase: PlanPhase | None = None
     active_site: ObservedSite | None = None
     run_id: str | None = None
+    run_target: Site | None = None
+    """Where the current run moves the VMs: OnPrem (a failback) or Azure (a failover)."""
+    committed_site: Site | None = None
+    """Where the VMs run when no run moves them: where the last committed run left them
+    (Azure before any failback)."""
     vm_count: int | None = None
     rpo_seconds: int | None = None
     """The worst RPO among the plan's VMs."""

@@ -19,6 +19,20 @@ and ``reprotect`` (when ``reprotectAfterCommit``). Flipping ``activeSite`` back 
 before commit cancels: every member is powered off on-premises (confirmed) before its Azure
 VM starts again and replication resumes from Azure.
 
+After a committed failback, flipping ``activeSite`` back to Azure is a **failover** run, the
+same machine in the other direction (the on-premises VM replicates into Azure replicas)::
+
+    preflight     the VM is ready and a point of its Azure replicas exists
+    fence         the on-premises VM is powered off, confirmed by a fresh read
+    final-sync    Planned: a point taken after the fence is in the replicas
+    restore       the point's snapshots are copied into new managed disks
+    attach        the VM's own Azure instance boots from them (its disks swapped)
+    power-on      the Azure VM starts (never while its on-premises twin may run)
+    guest-ready   Azure reports it running
+
+then ``commit`` (the reverse session ends) and ``reprotect`` (Azure → on-premises again).
+Flipping it back to OnPrem before that commit cancels the failover.
+
 Groups run in order, members of a group in parallel up to ``maxParallel``; a failure stops
 the plan at that member (the others of its group finish the step they are in).
 
@@ -31,6 +45,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from failback.api.common import Site
 from failback.api.failbackplan import (
@@ -64,6 +79,7 @@ class StepName(enum.StrEnum):
     REPROTECT = "reprotect"
     CANCEL_POWER_OFF = "cancel-power-off"
     CANCEL_START_AZURE = "cancel-start-azure"
+    CANCEL_START_ONPREM = "cancel-start-onprem"
     CANCEL_RESUME = "cancel-resume-replication"
 
 
@@ -81,6 +97,11 @@ CANCEL_STEPS: tuple[StepName, ...] = (
     StepName.CANCEL_START_AZURE,
     StepName.CANCEL_RESUME,
 )
+CANCEL_FAILOVER_STEPS: tuple[StepName, ...] = (
+    StepName.CANCEL_POWER_OFF,
+    StepName.CANCEL_START_ONPREM,
+    StepName.CANCEL_RESUME,
+)
 
 
 class ActionKind(enum.StrEnum):
@@ -96,6 +117,10 @@ class ActionKind(enum.StrEnum):
     POWER_OFF_ONPREM = "PowerOffOnPrem"
     START_AZURE = "StartAzure"
     RESUME_REPLICATION = "ResumeReplication"
+    DISKS_FROM_POINT = "DisksFromPoint"
+    """Failover: copy the point's replica snapshots into new managed disks."""
+    SET_AZURE_DISKS = "SetAzureDisks"
+    """Failover: make the (deallocated) Azure VM boot from those disks."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +129,16 @@ class Action:
     vm: str | None = None
     """None for a plan-wide action (commit)."""
     point: str | None = None
+    step: StepName | None = None
+    """The step it advances, when the kind alone does not say (a power-off fences a
+    failover and undoes a failback)."""
 
 
 @dataclass(frozen=True)
 class VMFacts:
-    """What was observed about one member, just now."""
+    """What was observed about one member, just now. In a failover run ``restored`` means
+    the point's disks exist in Azure, ``attached`` that the Azure VM boots from them, and
+    ``guest_ready`` that Azure reports it running."""
 
     name: str
     ready: bool = True
@@ -128,6 +158,8 @@ class VMFacts:
     """VMware Tools run in the on-premises VM."""
     replicating_from_azure: bool = False
     """A forward session runs (cancel: resumed)."""
+    replicating_to_azure: bool = False
+    """A reverse session runs (a failover's cancel: resumed)."""
 
 
 @dataclass(frozen=True)
@@ -135,10 +167,14 @@ class RunFacts:
     """What the plan's status says about the current run."""
 
     run_id: str | None = None
+    target: Site = Site.ON_PREM
+    """Where the run moves the plan's VMs: OnPrem for a failback, Azure for a failover."""
     committed: bool = False
     reprotect_started: bool = False
     failed: str | None = None
     """A step that failed in this run (the plan stops there until the spec changes)."""
+    home: Site = Site.AZURE
+    """Where the VMs run when no run moves them: where the last committed run left them."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +241,65 @@ def _vm_step(f: VMFacts, spec: FailbackPlanSpec) -> tuple[StepName | None, Actio
     return None, None, ""
 
 
+def _failover_step(
+    f: VMFacts, spec: FailbackPlanSpec
+) -> tuple[StepName | None, Action | None, str]:
+    """As :func:`_vm_step`, for a run towards Azure (the on-premises VM is the source)."""
+    planned = spec.failover.type is FailoverType.PLANNED
+    untouched = f.onprem is Power.RUNNING and not f.restored
+    if not f.ready and untouched:
+        return StepName.PREFLIGHT, None, f.not_ready_reason or "the ProtectedVM is not Ready"
+    if f.point is None and not f.restored:
+        return (
+            StepName.PREFLIGHT,
+            None,
+            "no recovery point of the Azure replicas matches spec.failover.recoveryPoint",
+        )
+    if f.onprem is Power.RUNNING:
+        return (
+            StepName.FENCE,
+            Action(ActionKind.POWER_OFF_ONPREM, f.name, step=StepName.FENCE),
+            "stopping the on-premises VM",
+        )
+    if f.onprem is Power.UNKNOWN and (planned or not spec.failover.force):
+        return (
+            StepName.FENCE,
+            None,
+            "the on-premises VM cannot be confirmed stopped (vCenter unreachable): a Planned "
+            "failover waits; an Unplanned one needs spec.failover.force with a reason",
+        )
+    if planned and not f.synced_after_fence and not f.restored:
+        return (
+            StepName.FINAL_SYNC,
+            Action(ActionKind.SYNC_NOW, f.name),
+            "final delta sync into the Azure replicas",
+        )
+    if not f.restored:
+        return (
+            StepName.RESTORE,
+            Action(ActionKind.DISKS_FROM_POINT, f.name, f.point),
+            f"copying point {f.point} of the replicas into new disks",
+        )
+    if not f.attached:
+        return (
+            StepName.ATTACH,
+            Action(ActionKind.SET_AZURE_DISKS, f.name, f.point),
+            "making the Azure VM boot from them",
+        )
+    if f.azure is not Power.RUNNING:
+        # Reached only with the on-premises VM confirmed stopped (or a forced fence).
+        if f.azure is Power.MISSING:
+            return StepName.POWER_ON, None, "the Azure VM is gone (spec.azure.vmId)"
+        return (
+            StepName.POWER_ON,
+            Action(ActionKind.START_AZURE, f.name, step=StepName.POWER_ON),
+            "starting the Azure VM",
+        )
+    if not f.guest_ready:
+        return StepName.GUEST_READY, None, "waiting for Azure to report the VM running"
+    return None, None, ""
+
+
 def _cancel_step(f: VMFacts) -> tuple[StepName | None, Action | None, str]:
     if f.onprem is Power.RUNNING:
         return (
@@ -235,6 +330,38 @@ def _cancel_step(f: VMFacts) -> tuple[StepName | None, Action | None, str]:
     return None, None, ""
 
 
+def _cancel_failover_step(f: VMFacts) -> tuple[StepName | None, Action | None, str]:
+    """Undo a failover before its commit: the Azure VM off (confirmed) before the
+    on-premises one starts again, then reverse replication resumes."""
+    if f.azure is Power.RUNNING:
+        return (
+            StepName.CANCEL_POWER_OFF,
+            Action(ActionKind.POWER_OFF_AZURE, f.name, step=StepName.CANCEL_POWER_OFF),
+            "stopping the Azure VM",
+        )
+    if f.azure is Power.UNKNOWN:
+        return (
+            StepName.CANCEL_POWER_OFF,
+            None,
+            "the Azure VM cannot be confirmed stopped (Azure unreachable): waiting",
+        )
+    if f.onprem is not Power.RUNNING:
+        if f.onprem is not Power.STOPPED:
+            return StepName.CANCEL_START_ONPREM, None, "vCenter is unreachable: waiting"
+        return (
+            StepName.CANCEL_START_ONPREM,
+            Action(ActionKind.POWER_ON_ONPREM, f.name, step=StepName.CANCEL_START_ONPREM),
+            "starting the on-premises VM again",
+        )
+    if not f.replicating_to_azure:
+        return (
+            StepName.CANCEL_RESUME,
+            Action(ActionKind.RESUME_REPLICATION, f.name),
+            "resuming replication to Azure",
+        )
+    return None, None, ""
+
+
 def _members(spec: FailbackPlanSpec, facts: Mapping[str, VMFacts]) -> list[_Member]:
     return [
         _Member(group.name, facts.get(vm, VMFacts(vm, ready=False, not_ready_reason="not found")))
@@ -244,15 +371,41 @@ def _members(spec: FailbackPlanSpec, facts: Mapping[str, VMFacts]) -> list[_Memb
 
 
 def decide(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) -> Decision:
-    """What to do now. ``facts`` holds a fresh observation of every member by name."""
-    if spec.active_site is Site.AZURE:
-        return _towards_azure(spec, run, facts)
-    return _towards_onprem(spec, run, facts)
+    """What to do now. ``facts`` holds a fresh observation of every member by name.
+
+    ``spec.activeSite`` against the run: the run goes on while they agree; a run not yet
+    committed is cancelled when they disagree; with no run moving the VMs, they are settled
+    where the last commit left them, or a new run (the controller numbers it) moves them.
+    """
+    site = spec.active_site
+    if run.run_id is not None and run.target is site:
+        return _run(spec, run, facts)
+    if run.run_id is not None and not run.committed:
+        if run.target is Site.ON_PREM:
+            return _cancel(spec, run, facts, _cancel_step, CANCEL_STEPS)
+        return _cancel(spec, run, facts, _cancel_failover_step, CANCEL_FAILOVER_STEPS)
+    if site is run.home:
+        return _settled(spec, facts)
+    # A run towards ``site`` that has no id yet: what a dry run publishes.
+    return _run(spec, RunFacts(target=site, home=run.home), facts)
 
 
-def _towards_onprem(
-    spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]
-) -> Decision:
+def _settled(spec: FailbackPlanSpec, facts: Mapping[str, VMFacts]) -> Decision:
+    """No run moves the VMs and they are where the plan wants them."""
+    waiting = [m.facts for m in _members(spec, facts) if not m.facts.ready]
+    if waiting:
+        first = waiting[0]
+        return Decision(
+            PlanPhase.VALIDATING,
+            blocked=f"{first.name}: {first.not_ready_reason or 'the ProtectedVM is not Ready'}",
+        )
+    return Decision(PlanPhase.READY)
+
+
+def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) -> Decision:
+    """A failback (towards OnPrem) or a failover (towards Azure): the members' steps in
+    group order, then commit and reprotect."""
+    step_of = _vm_step if run.target is Site.ON_PREM else _failover_step
     members = _members(spec, facts)
     steps: list[StepLine] = []
     actions: list[Action] = []
@@ -266,7 +419,7 @@ def _towards_onprem(
     for group in spec.groups:
         in_group = [m for m in members if m.group == group.name]
         if waiting_for is not None:
-            # Groups run in order: this one starts once the previous one is on-premises.
+            # Groups run in order: this one starts once the previous one has arrived.
             for member in in_group:
                 steps.extend(
                     StepLine(n, StepState.PENDING, group.name, member.facts.name,
@@ -280,7 +433,7 @@ def _towards_onprem(
         for member in in_group:
             # Once committed, the VM steps are history: the disks hold the committed point.
             name, action, message = (
-                (None, None, "") if run.committed else _vm_step(member.facts, spec)
+                (None, None, "") if run.committed else step_of(member.facts, spec)
             )
             steps.extend(
                 _lines(group.name, member.facts.name, name, action, message, skipped=skipped)
@@ -308,18 +461,19 @@ def _towards_onprem(
     if not all_done:
         phase = PlanPhase.FAILING_OVER if started else PlanPhase.VALIDATING
         return Decision(phase, tuple(actions), tuple(steps), blocked)
-    # Every member runs on-premises: commit, then reprotect.
+    # Every member runs at the target: commit, then reprotect.
     if not run.committed:
         if spec.commit.mode is CommitMode.MANUAL and (
             run.run_id is None or spec.commit.approved_run_id != run.run_id
         ):
             steps.append(StepLine(StepName.COMMIT, StepState.PENDING, message="awaiting approval"))
+            back = "Azure" if run.target is Site.ON_PREM else "OnPrem"
             return Decision(
                 PlanPhase.FAILED_OVER,
                 (),
                 tuple(steps),
                 f"commit is Manual: set spec.commit.approvedRunId to {run.run_id} to commit, "
-                "or spec.activeSite back to Azure to cancel",
+                f"or spec.activeSite back to {back} to cancel",
             )
         steps.append(StepLine(StepName.COMMIT, StepState.RUNNING))
         return Decision(PlanPhase.COMMITTING, (Action(ActionKind.COMMIT),), tuple(steps))
@@ -333,31 +487,20 @@ def _towards_onprem(
     return Decision(PlanPhase.COMPLETED, (), tuple(steps), done=True)
 
 
-def _towards_azure(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) -> Decision:
-    """Nothing to do for a plan that never left Azure; a cancel before commit otherwise."""
-    if run.committed:
-        return Decision(
-            PlanPhase.FAILED,
-            blocked="the failback was committed: its VMs stay on-premises; failing over to "
-            "Azure again is a new run of the plan, after reprotect",
-        )
-    members = _members(spec, facts)
-    if run.run_id is None:
-        # No failback ever started: the plan only says where its VMs are to stay.
-        waiting = [m.facts for m in members if not m.facts.ready]
-        if waiting:
-            first = waiting[0]
-            return Decision(
-                PlanPhase.VALIDATING,
-                blocked=f"{first.name}: {first.not_ready_reason or 'the ProtectedVM is not Ready'}",
-            )
-        return Decision(PlanPhase.READY)
+def _cancel(
+    spec: FailbackPlanSpec,
+    run: RunFacts,
+    facts: Mapping[str, VMFacts],
+    step_of: Any,
+    order: Sequence[StepName],
+) -> Decision:
+    """Undo a run before its commit, members in the reverse order of the run."""
     steps: list[StepLine] = []
     actions: list[Action] = []
     blocked = ""
-    for member in reversed(members):  # the reverse order of the failback
-        name, action, message = _cancel_step(member.facts)
-        steps.extend(_lines(member.group, member.facts.name, name, action, message, CANCEL_STEPS))
+    for member in reversed(_members(spec, facts)):
+        name, action, message = step_of(member.facts)
+        steps.extend(_lines(member.group, member.facts.name, name, action, message, order))
         if name is None:
             continue
         if action is None:

@@ -233,7 +233,8 @@ HOLDING_PHASES = frozenset(
 )
 """While its plan's run is in one of these phases, the plan drives a VM's replication."""
 ON_PREM_PHASES = frozenset({PlanPhase.COMMITTED, PlanPhase.REPROTECTING, PlanPhase.COMPLETED})
-"""After these, a failback was committed: the plan's VMs run on-premises."""
+"""Without ``status.committedSite`` (a plan written before it existed), these phases say a
+failback was committed: the plan's VMs run on-premises."""
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,8 @@ class PlanView:
 
     plan: str | None = None
     held: bool = False
-    committed: bool = False
+    site: Site | None = None
+    """Where the VM runs when no run moves it (None: no plan lists it)."""
     reprotect: bool = True
     awaiting_commit: bool = False
 
@@ -255,10 +257,13 @@ def plan_view(vm: ProtectedVM, plans: Sequence[FailbackPlan]) -> PlanView:
     status = plan.status
     running = status.run_id is not None
     phase = status.phase
+    site = status.committed_site or (
+        Site.ON_PREM if running and phase in ON_PREM_PHASES else Site.AZURE
+    )
     return PlanView(
         plan=plan.meta.name,
         held=running and phase in HOLDING_PHASES,
-        committed=running and phase in ON_PREM_PHASES,
+        site=site,
         reprotect=plan.spec.reprotect_after_commit,
         awaiting_commit=phase is PlanPhase.FAILED_OVER,
     )

@@ -19,6 +19,51 @@ Towards on-premises (AzureToOnPrem), in order:
 
 Towards Azure (OnPremToAzure, after a committed failback): one session from the vSphere VM
 into Azure replica disks.
+
+Drift: when to pause the session
+--------------------------------
+
+A step that cannot be taken is ``BLOCKED``: the operator touches no disk and says why. Most
+blocks only stop the *next* step, and a session that already runs is left alone: it writes
+the disks it was started with, which nothing else uses, and pausing it would only let the
+RPO grow. A few blocks mean that the session itself would now destroy data; then the
+session is paused (``PUT`` with ``paused: true``, the spec otherwise the same; the MT keeps
+every durable point: retention counts from the newest point's source time, not the clock)
+and ``status.replication.state`` is ``Paused`` until the drift clears. Those are
+:data:`PAUSING` (:func:`pauses`, :func:`session_paused`):
+
+``OnPremVMRunning``
+    A powered-on on-premises VM (the original, or one a cancelled failback created) holds
+    a disk replication writes (:attr:`ForwardFacts.recorded`). Those disks are that VM's
+    running data, the only on-premises copy of it: nothing may be written into them. Only
+    a VM *holding* a target disk counts: an original VM powered on after its disks moved
+    to the master target has none of them, replication goes on and the status only notes
+    it (it must be off before a failback into it). The check comes before anything else,
+    so a block that is not a drift (disks that do not match) cannot hide it.
+``AzureVMNotFound``, ``NoDisks``
+    The Azure VM is gone (or has no managed disk): what the session would read is no
+    longer the machine (disks left behind, free to be deleted, reused or written by
+    anything). The master target's points are now the only copy of the machine: further
+    cycles could only overwrite them with something else and age the machine's last good
+    points out of the retention window. Nothing on-premises is touched either (no detach,
+    no attach, no rollback, no delete). A VM of that resource ID again, with the recorded
+    disks, resumes replication.
+
+Not pausing:
+
+- the **master target moved by Storage vMotion** (R-PRE-4, its ``NoStorageVMotion``
+  False): Storage vMotion moves a running VM's disks under it and keeps their UUIDs, so
+  the MT goes on writing the very disks its points describe. What breaks is finding them
+  by their recorded files: the operator attaches, detaches and creates no disk while it
+  lasts (the service evaluates the steps without taking them), and a failback could not
+  complete (the condition says so). It may still *pause* for a drift above, never resume;
+- ``TargetDisksMismatch``, ``OriginalVMNotFound``, ``PlacementNotFound``,
+  ``DiskUUIDMissing``: the operator cannot choose or resolve the *next* targets; the
+  session, if one runs, keeps the disks it has.
+
+A session is resumed (``paused: false``) only by a pass that could take every step and
+found that all of them hold (:attr:`StepKind.REPLICATING`), and none of this applies while
+a FailbackPlan's run holds the VM (the plan drives the session).
 """
 
 from __future__ import annotations
@@ -26,8 +71,10 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Final
 
+from failback.api.conditions import Reason
 from failback.api.protectedvm import (
     Action,
     Direction,
@@ -64,6 +111,9 @@ class AzureDisk:
     resource_group: str
     name: str
     size_bytes: int
+    replaces: str | None = None
+    """For a disk a failover to Azure copied from a point: the disk it took the place of
+    (its ``failback.io/source-disk`` tag). Its targets on-premises are that disk's."""
 
 
 @dataclass(frozen=True)
@@ -182,36 +232,57 @@ def _choose_targets(f: ForwardFacts) -> Step:
     return Step(StepKind.RECORD_TARGETS, "choosing the target disks", targets=targets)
 
 
+def _running_holder(f: ForwardFacts) -> Step | None:
+    """BLOCKED if a powered-on VM other than the master target holds a recorded target."""
+    for other in f.others:
+        held = [t.file for t in f.recorded if other.attached(t.file) is not None]
+        if held and not other.powered_off:
+            return Step(
+                StepKind.BLOCKED,
+                f"VM {other.name} is powered on with target disk {held[0]} attached: "
+                "replication is paused and its disks are never written (they hold that VM's "
+                "data). Power it off (it is stale: the machine runs in Azure) and "
+                "replication resumes by itself",
+                reason=Reason.ON_PREM_VM_RUNNING,
+            )
+    return None
+
+
 def next_step(f: ForwardFacts) -> Step:
     """The first step of an AzureToOnPrem replication that does not hold yet."""
+    running = _running_holder(f)
+    if running is not None:
+        return running
     if not f.azure_disks:
-        return Step(StepKind.BLOCKED, "the Azure VM has no managed disk", reason="NoDisks")
+        return Step(
+            StepKind.BLOCKED,
+            "the Azure VM has no managed disk: replication is paused and the master target "
+            "keeps its recovery points; give the VM its managed disks back and replication "
+            "resumes by itself",
+            reason=Reason.NO_DISKS,
+        )
     sources = tuple(a.name for a in f.azure_disks)
-    if tuple(t.source for t in f.recorded) != sources:
+    recorded = tuple(t.source for t in f.recorded)
+    if recorded != sources:
+        if recorded and tuple(a.replaces for a in f.azure_disks) == recorded:
+            # A failover to Azure swapped the VM's disks for copies of a point: the same
+            # targets on-premises, which hold that point's data already.
+            renamed = tuple(
+                replace(t, source=a.name) for t, a in zip(f.recorded, f.azure_disks, strict=True)
+            )
+            return Step(
+                StepKind.RECORD_TARGETS,
+                "the Azure VM boots from a failover's disks: keeping their targets",
+                targets=renamed,
+            )
         return _choose_targets(f)
     targets = f.recorded
     mt = f.master_target
-    if f.original is not None and not f.original.powered_off and not f.alternate:
-        return Step(
-            StepKind.BLOCKED,
-            f"the original VM {f.original.name} is powered on: replication is paused and its "
-            "disks are not overwritten; power it off (it is stale: the VM runs in Azure) to "
-            "go on",
-            reason="OnPremVMRunning",
-        )
     for other in f.others:
         held = tuple(t.file for t in targets if other.attached(t.file) is not None)
-        if not held:
-            continue
-        if not other.powered_off:
-            return Step(
-                StepKind.BLOCKED,
-                f"VM {other.name} runs with target disk {held[0]} attached: power it off so "
-                "replication can take its disks; nothing was written to them",
-                reason="OnPremVMRunning",
-            )
-        return Step(StepKind.DETACH, f"detaching {len(held)} disks from {other.name}",
-                    vm=other.instance_uuid, files=held)  # fmt: skip
+        if held:  # powered off: _running_holder said so
+            return Step(StepKind.DETACH, f"detaching {len(held)} disks from {other.name}",
+                        vm=other.instance_uuid, files=held)  # fmt: skip
     missing = [t for t in targets if mt.attached(t.file) is None]
     if missing:
         new = tuple(t for t in missing if f.alternate and t.uuid is None)
@@ -225,7 +296,7 @@ def next_step(f: ForwardFacts) -> Step:
     uuids = [mt.attached(t.file) for t in targets]
     if any(d is None or d.uuid is None for d in uuids):
         return Step(StepKind.BLOCKED, "vCenter reports no UUID for a target disk",
-                    reason="DiskUUIDMissing")  # fmt: skip
+                    reason=Reason.DISK_UUID_MISSING)  # fmt: skip
     resolved = tuple(
         TargetDisk(t.source, t.file, t.size_bytes, d.uuid)
         for t, d in zip(targets, uuids, strict=True)
@@ -239,7 +310,62 @@ def next_step(f: ForwardFacts) -> Step:
         return Step(StepKind.ENSURE_GROUP, "registering the target disks on the master target")
     if f.session is None:
         return Step(StepKind.ENSURE_SESSION, "starting replication on the process server")
+    original = f.original
+    if original is not None and not original.powered_off and not f.alternate:
+        return Step(
+            StepKind.REPLICATING,
+            f"the original VM {original.name} is powered on without its disks (they are on "
+            "the master target), so replication goes on; power it off before failing back "
+            "into it",
+        )
     return Step(StepKind.REPLICATING)
+
+
+# ------------------------------------------------------------------ drift
+
+PAUSING: Final = frozenset({Reason.ON_PREM_VM_RUNNING, Reason.AZURE_VM_NOT_FOUND, Reason.NO_DISKS})
+"""The blocks during which the session itself would destroy data (see the module doc)."""
+
+
+def azure_vm_gone(vm_id: str) -> Step:
+    """The block of a VM whose Azure VM a fresh read found gone."""
+    return Step(
+        StepKind.BLOCKED,
+        f"Azure has no VM {vm_id} any more (deleted, or the identity lost access to it): "
+        "replication is paused and nothing on-premises is touched, so the master target "
+        "keeps every recovery point it holds, which may now be the only copy of the "
+        "machine. Restore the Azure VM under that resource ID (or the identity's access) and "
+        "replication resumes by itself; otherwise recover the machine on-premises from "
+        "those points",
+        reason=Reason.AZURE_VM_NOT_FOUND,
+    )
+
+
+def pauses(step: Step | None) -> bool:
+    """Whether ``step`` is a drift during which the session must not run."""
+    return step is not None and step.kind is StepKind.BLOCKED and step.reason in PAUSING
+
+
+def session_paused(
+    step: Step | None, session: SessionStatus | None, *, acting: bool
+) -> bool | None:
+    """The ``paused`` to PUT the session with now, or None to leave it as it is.
+
+    ``step`` is what this pass found (None: nothing was judged, e.g. a plan holds the VM or
+    Azure could not be read); ``acting``: the pass could take the steps (False while the
+    master target's disks moved, R-PRE-4, or while a prerequisite of the VM fails): then it
+    may pause, never resume. A session the master target released (a failback's) is the
+    plan's.
+    """
+    if step is None or session is None or session.phase is SessionPhase.RELEASED:
+        return None
+    paused = session.phase is SessionPhase.PAUSED
+    if pauses(step):
+        # Again while a cycle under way finishes (the PS answers the same spec with 200).
+        return None if paused else True
+    if acting and step.kind is StepKind.REPLICATING and paused:
+        return False
+    return None
 
 
 # ------------------------------------------------------------------ status
@@ -251,12 +377,18 @@ def replication_status(
     total_bytes: int,
     now: dt.datetime,
     paused: bool = False,
+    *,
+    drift: bool = False,
 ) -> Replication:
-    """``status.replication`` from the session's own report."""
+    """``status.replication`` from the session's own report.
+
+    ``paused``: a plan's run holds the VM (Paused when there is no session); ``drift``: a
+    drift pauses replication (:func:`pauses`): Paused whatever the session says (a cycle
+    under way still finishes)."""
     if session is None:
-        state = ReplicationState.PAUSED if paused else ReplicationState.NOT_STARTED
+        state = ReplicationState.PAUSED if paused or drift else ReplicationState.NOT_STARTED
         return Replication(direction=direction, state=state)
-    state = _state(session)
+    state = ReplicationState.PAUSED if drift else _state(session)
     cycle = session.cycle
     sent = cycle.bytes_sent if cycle is not None else None
     initial = state is ReplicationState.INITIAL_SYNC

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -268,6 +268,7 @@ class OperationKind(enum.StrEnum):
     VM_POWER_OFF = "vm-power-off"
     VM_DEALLOCATE = "vm-deallocate"
     VM_START = "vm-start"
+    VM_UPDATE = "vm-update"
     DISK_CREATE = "disk-create"
     DISK_DELETE = "disk-delete"
     DISK_GRANT = "disk-grant-access"
@@ -324,6 +325,18 @@ class AzureCompute(Protocol):
     async def begin_deallocate(self, resource_group: str, name: str) -> OperationHandle: ...
 
     async def begin_start(self, resource_group: str, name: str) -> OperationHandle: ...
+
+    async def begin_vm_set_disks(
+        self,
+        resource_group: str,
+        name: str,
+        os_disk_id: str,
+        data_disks: Sequence[tuple[int, str]],
+    ) -> OperationHandle:
+        """Make a deallocated VM boot from ``os_disk_id`` with exactly ``data_disks`` (LUN,
+        disk ID) attached (a PATCH of its storage profile). Azure attaches no disk at a LUN
+        another disk still holds: detach first (``data_disks`` without that LUN)."""
+        ...
 
     async def list_disks(self, resource_group: str) -> list[ManagedDisk]: ...
 

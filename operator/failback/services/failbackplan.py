@@ -55,12 +55,27 @@ from failback.domain.failback import Action, ActionKind, Power, RunFacts, StepNa
 from failback.domain.outcome import Refused, Unanswered
 from failback.domain.pointchoice import NoPoint, choose_points
 from failback.domain.recoverypoints import GroupState, GroupStatus, RecoveryPoint
+from failback.domain.replicas import (
+    FAILOVER,
+    RECOVERY_POINT,
+    ROLE,
+    TAG_INDEX,
+    TAG_POINT,
+    TAG_RUN,
+    TAG_SOURCE_DISK,
+    TAG_VM,
+    PointSnapshot,
+    ReplicaPoint,
+    failover_disk_name,
+    points_of,
+    replica_name,
+)
 from failback.domain.reprotect import group_name
 from failback.domain.status import refresh_conditions
 from failback.domain.vsphere import VM
 from failback.domain.vsphere import PowerState as VPower
 from failback.errors import FailbackError, Permanent, Retryable
-from failback.ports.azure import AzureClients, PowerState
+from failback.ports.azure import AzureClients, ManagedDisk, PowerState, VirtualMachine
 from failback.ports.kubernetes import ObjectReader, SecretReader
 from failback.ports.mastertarget import RecoveryPoints
 from failback.ports.processserver import ReplicationSessions
@@ -123,6 +138,13 @@ class Member:
     unreachable: str = ""
     """Why vCenter could not be read in this pass (the on-premises side is then Unknown)."""
     notes: list[str] = field(default_factory=list)
+    azure_vm: VirtualMachine | None = None
+    replica_points: tuple[ReplicaPoint, ...] = ()
+    """A failover's points: those of the VM's Azure replicas."""
+    failover_disks: dict[int, ManagedDisk] = field(default_factory=dict)
+    """The disks this run copied from a point, by index (0: the OS disk)."""
+    failover_point: str | None = None
+    """The point those disks hold: a run keeps the point it began copying."""
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -158,9 +180,12 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
     others = [p for p in parsed if p is not None and p.meta.name != plan.meta.name]
     await asyncio.gather(*(_load(m, ns, deps, now) for m in members))
 
-    # The run: a new one when activeSite turns OnPrem; the failed mark clears on a new spec.
+    # The run: a new one when activeSite leaves where the last commit put the VMs (a
+    # failback from Azure, or a failover back to Azure after a committed failback); the
+    # failed mark clears on a new spec.
     run_id = status.run_id
     steps = status.steps
+    home, target = _home(status), status.run_target or (Site.ON_PREM if run_id else None)
     if status.observed_generation != gen:
         steps = tuple(
             replace(s, state=StepState.PENDING, message="retrying after a spec change")
@@ -168,23 +193,34 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
             else s
             for s in steps
         )
-    starting = spec.active_site is Site.ON_PREM and run_id is None and not spec.dry_run
+    committed = run_id is not None and _committed(steps)
+    starting = (
+        spec.active_site is not home
+        and (run_id is None or (target is not spec.active_site and committed))
+        and not spec.dry_run
+    )
     if starting:
-        run_id, steps = new_run_id(now), ()
+        run_id, steps, target = new_run_id(now), (), spec.active_site
     running = run_id is not None
     events: list[Event] = []
     transitions: list[steplog.Transition] = []
     failures: dict[steplog.Key, str] = {}
     started = time.monotonic()
+    # The direction observed: the run's, or the next run's (for the checks and a dry run).
+    if running and not committed:
+        towards = target or spec.active_site
+    elif spec.active_site is not home:
+        towards = spec.active_site
+    else:
+        towards = Site.ON_PREM if home is Site.AZURE else Site.AZURE
     for _ in range(ROUNDS):
         # Observe, decide, act; again at once when every action ended within the pass
         # (a restore, an attach, a power-on), so a failback does not wait a timer per step.
         at = now + dt.timedelta(seconds=int(time.monotonic() - started))
-        await asyncio.gather(
-            *(_observe(m, plan, deps, running or spec.dry_run, steps) for m in members)
-        )
+        deep = running or spec.dry_run
+        await asyncio.gather(*(_observe(m, deps, deep, towards, run_id) for m in members))
         decision, steps, changed, failures = await _round(
-            plan, members, steps, run_id, deps, at, events
+            plan, members, steps, run_id, (target or towards, towards), home, deps, at, events
         )
         transitions.extend(changed)
         if failures or spec.dry_run or not decision.actions:
@@ -196,20 +232,28 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
     phase = decision.phase
     if failures:
         phase = PlanPhase.FAILED
-    if decision.done and spec.active_site is Site.AZURE:
-        run_id = None  # a cancel completed (or nothing ever ran): the next failback is a new run
+    if run_id is not None and target is not None and _committed(new_steps):
+        home = target  # the commit took: the VMs stay where this run put them
+    if decision.done and decision.phase is PlanPhase.READY:
+        # A cancel completed (or nothing ever ran): the next move is a new run.
+        run_id, target = None, None
     forced = status.forced
+    unconfirmed = (
+        any(m.azure_power is Power.UNKNOWN for m in members)
+        if target is Site.ON_PREM
+        else any(m.target is None and m.unreachable for m in members)
+    )
     if (
         spec.failover.force
         and running
-        and any(m.azure_power is Power.UNKNOWN for m in members)
+        and unconfirmed
         and (forced is None or forced.run_id != run_id)
     ):
         forced = ForcedRun(run_id, spec.failover.force_reason, None, now)
         events.append(
             Event("Warning", "FenceForced", f"fence forced: {spec.failover.force_reason}")
         )
-    conditions = _conditions(plan, members, others, chosen, decision, phase, run_id, now)
+    conditions = _conditions(plan, members, others, chosen, decision, phase, run_id, target, now)
     site = _site(members, phase)
     rpos = [m.vm.status.rpo_seconds for m in members if m.vm and m.vm.status.rpo_seconds]
     current = next((s for s in new_steps if s.state is StepState.RUNNING), None)
@@ -220,6 +264,8 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
         phase=phase,
         active_site=site,
         run_id=run_id,
+        run_target=target if run_id is not None else None,
+        committed_site=home,
         vm_count=len(members),
         rpo_seconds=max(rpos) if rpos else None,
         current_step=(
@@ -242,8 +288,22 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
     return Outcome(new, tuple(events), busy or starting, tuple(transitions))
 
 
+def _committed(steps: Sequence[failbackplan.Step]) -> bool:
+    return steplog.state_of(steps, StepName.COMMIT) is StepState.SUCCEEDED
+
+
+def _home(status: FailbackPlanStatus) -> Site:
+    """Where the plan's VMs run when no run moves them; a status written before
+    ``committedSite`` existed only knew failbacks."""
+    if status.committed_site is not None:
+        return status.committed_site
+    return Site.ON_PREM if status.run_id is not None and _committed(status.steps) else Site.AZURE
+
+
 SYNCHRONOUS = frozenset(
     {
+        ActionKind.DISKS_FROM_POINT,
+        ActionKind.SET_AZURE_DISKS,
         ActionKind.RESTORE_POINT,
         ActionKind.ATTACH_DISKS,
         ActionKind.POWER_ON_ONPREM,
@@ -263,6 +323,8 @@ async def _round(
     members: Sequence[Member],
     steps: tuple[failbackplan.Step, ...],
     run_id: str | None,
+    direction: tuple[Site, Site],
+    home: Site,
     deps: Deps,
     now: dt.datetime,
     events: list[Event],
@@ -272,30 +334,46 @@ async def _round(
     tuple[steplog.Transition, ...],
     dict[steplog.Key, str],
 ]:
-    """One observe-decide-act round over fresh observations of ``members``."""
+    """One observe-decide-act round over fresh observations of ``members``.
+    ``direction``: where the run moves the VMs, and where the observations look."""
     spec = plan.spec
+    target, towards = direction
     chosen = _choose(plan, members)
-    facts = {m.name: _facts(m, chosen, steps, spec) for m in members}
+    facts = {
+        m.name: (
+            _facts(m, chosen, steps, spec)
+            if towards is Site.ON_PREM
+            else _failover_facts(m, chosen, steps)
+        )
+        for m in members
+    }
     failed = steplog.first_failure(steps)
-    committed = steplog.state_of(steps, StepName.COMMIT) is StepState.SUCCEEDED
+    committed = _committed(steps)
+    back = (
+        protectedvm.Direction.ON_PREM_TO_AZURE
+        if target is Site.ON_PREM
+        else protectedvm.Direction.AZURE_TO_ON_PREM
+    )
     reprotected = all(
         m.vm is not None
         and m.vm.status.replication is not None
-        and m.vm.status.replication.direction == protectedvm.Direction.ON_PREM_TO_AZURE
+        and m.vm.status.replication.direction == back
         and m.vm.status.replication.state not in (None, protectedvm.ReplicationState.NOT_STARTED)
         for m in members
     )
     run = RunFacts(
         run_id=run_id,
+        target=target,
         committed=committed,
         reprotect_started=committed and reprotected,
         failed=f"{failed.vm or ''} {failed.name}: {failed.message}".strip() if failed else None,
+        home=home,
     )
     decision = machine.decide(spec, run, facts)
     failures: dict[steplog.Key, str] = {}
     retrying: dict[steplog.Key, str] = {}
     if not spec.dry_run:
-        failures, retrying = await _perform(decision.actions, members, deps, events)
+        failures, retrying = await _perform(decision.actions, members, deps, events, run_id, target)
     log_lines = [
         replace(line, message=f"{line.message} (retrying: {retrying[steplog.key(line)]})")
         if steplog.key(line) in retrying
@@ -352,22 +430,25 @@ async def _load(m: Member, ns: str, deps: Deps, now: dt.datetime) -> None:
         m.problem = f"cannot reach its sites: {exc}"
 
 
-async def _observe(
-    m: Member, plan: FailbackPlan, deps: Deps, deep: bool, steps: Sequence[Any]
-) -> None:
-    """Fresh reads of one member; what cannot be read stays Unknown."""
+async def _observe(m: Member, deps: Deps, deep: bool, towards: Site, run_id: str | None) -> None:
+    """Fresh reads of one member; what cannot be read stays Unknown. ``towards`` says
+    which recovery points matter: the master target's (a failback) or the Azure replicas'
+    (a failover)."""
     if m.vm is None or m.sites is None:
         return
     m.notes.clear()
     m.unreachable = ""
     sites, vm = m.sites, m.vm
-    group = group_name(vm.meta.namespace, vm.meta.name)
-    mt = sites.master_target
-    got = await deps.points.points(mt.endpoint, mt.tls, group)
-    if isinstance(got, tuple):
-        m.points = got
-    g = await deps.points.group(mt.endpoint, mt.tls, group)
-    m.mt_group = g if isinstance(g, GroupStatus) else None
+    if towards is Site.ON_PREM:
+        group = group_name(vm.meta.namespace, vm.meta.name)
+        mt = sites.master_target
+        got = await deps.points.points(mt.endpoint, mt.tls, group)
+        if isinstance(got, tuple):
+            m.points = got
+        g = await deps.points.group(mt.endpoint, mt.tls, group)
+        m.mt_group = g if isinstance(g, GroupStatus) else None
+    else:
+        await _observe_replicas(m, deep, run_id)
     if not deep:
         return
     try:
@@ -375,6 +456,7 @@ async def _observe(
     except FailbackError:
         m.azure_power = Power.UNKNOWN
     else:
+        m.azure_vm = azure_vm
         if azure_vm is None:
             m.azure_power = Power.MISSING
         elif azure_vm.power_state in (PowerState.STOPPED, PowerState.DEALLOCATED):
@@ -392,6 +474,58 @@ async def _observe(
     except FailbackError as exc:
         m.target = None
         m.unreachable = str(exc)
+
+
+def _replicas(vm: protectedvm.ProtectedVM) -> tuple[str, ...]:
+    """The Azure replica of every disk, the OS disk first (as ``targetDisks``)."""
+    disks = vm.status.replication.target_disks if vm.status.replication else ()
+    return tuple(replica_name(t.source) for t in disks)
+
+
+async def _observe_replicas(m: Member, deep: bool, run_id: str | None) -> None:
+    """The points of the member's Azure replicas and, in a run, the disks it copied."""
+    assert m.vm is not None
+    assert m.sites is not None
+    compute, rg = m.sites.compute, m.sites.azure.resource_group
+    replicas = _replicas(m.vm)
+    m.failover_disks, m.failover_point = {}, None
+    try:
+        snaps = await compute.list_snapshots(rg, {ROLE: RECOVERY_POINT})
+        m.replica_points = (
+            points_of(
+                (
+                    PointSnapshot(x.name, x.tags, x.provisioning_state.lower() == "succeeded")
+                    for x in snaps
+                ),
+                replicas,
+            )
+            if replicas
+            else ()
+        )
+        m.points = tuple(p.point for p in m.replica_points)
+        if not deep or run_id is None:
+            return
+        own = f"{m.vm.meta.namespace}/{m.vm.meta.name}"
+        made = [
+            d
+            for d in await compute.list_disks(rg)
+            if d.tags.get(ROLE) == FAILOVER
+            and d.tags.get(TAG_RUN) == run_id
+            and d.tags.get(TAG_VM) == own
+        ]
+    except FailbackError as exc:
+        m.notes.append(f"Azure could not be read: {exc}")
+        return
+    # A run keeps the point it began copying (newer points of a fenced VM hold the same
+    # data; an Unplanned run's point is the user's choice).
+    points = sorted({d.tags.get(TAG_POINT, "") for d in made})
+    if points:
+        m.failover_point = points[-1]
+        m.failover_disks = {
+            int(d.tags.get(TAG_INDEX, "-1")): d
+            for d in made
+            if d.tags.get(TAG_POINT) == m.failover_point
+        }
 
 
 def _alternate(vm: protectedvm.ProtectedVM) -> bool:
@@ -461,6 +595,62 @@ def _facts(
     )
 
 
+def _failover_facts(
+    m: Member, chosen: dict[str, RecoveryPoint] | NoPoint, steps: Sequence[Any]
+) -> VMFacts:
+    """A member's facts in a run towards Azure (see :class:`VMFacts`)."""
+    if m.vm is None or m.sites is None:
+        return VMFacts(m.name, ready=False, not_ready_reason=m.problem or "not found")
+    ready = find_condition(m.vm.status.conditions, ConditionType.READY)
+    point = chosen.get(m.name) if isinstance(chosen, dict) else None
+    point_id = m.failover_point or (point.id if point is not None else None)
+    target = m.target
+    if target is None:
+        onprem = Power.UNKNOWN if m.unreachable else Power.MISSING
+    else:
+        onprem = Power.STOPPED if target.power_state is VPower.OFF else Power.RUNNING
+    fenced_at = steplog.ended(steps, StepName.FENCE, m.name)
+    newest = m.replica_points[-1].point if m.replica_points else None
+    synced = newest is not None and fenced_at is not None and newest.source_time > fenced_at
+    count = len(_replicas(m.vm))
+    disks = [m.failover_disks.get(i) for i in range(count)]
+    restored = (
+        count > 0
+        and m.failover_point is not None
+        and all(d is not None and d.provisioning_state.lower() == "succeeded" for d in disks)
+    )
+    azure_vm = m.azure_vm
+    attached = (
+        restored
+        and azure_vm is not None
+        and _boots_from(azure_vm, [d.id for d in disks if d is not None])
+    )
+    running = (
+        azure_vm is not None
+        and azure_vm.power_state is PowerState.RUNNING
+        and azure_vm.provisioning_state.lower() == "succeeded"
+    )
+    return VMFacts(
+        name=m.name,
+        ready=ready is not None and ready.status == TRUE,
+        not_ready_reason=(ready.message if ready is not None else "no status yet") or "",
+        point=point_id,
+        azure=m.azure_power,
+        onprem=onprem,
+        synced_after_fence=synced,
+        restored=restored,
+        attached=attached,
+        guest_ready=running,
+        replicating_to_azure=m.session,
+    )
+
+
+def _boots_from(vm: VirtualMachine, disk_ids: Sequence[str]) -> bool:
+    """Whether ``vm`` has exactly ``disk_ids`` (the OS disk first, then LUN 0, 1, ...)."""
+    have = [vm.os_disk.id, *(d.id for d in sorted(vm.data_disks, key=lambda d: d.lun or 0))]
+    return [(x or "").lower() for x in have] == [x.lower() for x in disk_ids]
+
+
 def _has(target: VM, files: Sequence[str]) -> bool:
     attached = {d.file_name for d in target.disks}
     return all(f in attached for f in files)
@@ -474,6 +664,8 @@ async def _perform(
     members: Sequence[Member],
     deps: Deps,
     events: list[Event],
+    run_id: str | None,
+    target: Site,
 ) -> tuple[dict[steplog.Key, str], dict[steplog.Key, str]]:
     """Run this pass's actions together; the steps that failed for good, and those that
     will be retried, with why."""
@@ -483,14 +675,15 @@ async def _perform(
 
     async def one(action: Action) -> None:
         m = by_name.get(action.vm or "")
-        key = (str(_STEP_OF[action.kind]), m.group if m is not None else None, action.vm)
+        step = action.step or _STEP_OF[action.kind]
+        key = (str(step), m.group if m is not None else None, action.vm)
         try:
             if action.kind is ActionKind.COMMIT:
-                await asyncio.gather(*(_commit(x, deps) for x in members))
+                await asyncio.gather(*(_commit(x, deps, target) for x in members))
             elif action.kind is ActionKind.START_REPROTECT:
                 return  # the ProtectedVM controller starts it once the plan says Reprotecting
             elif m is not None:
-                await _act(action, m, deps)
+                await _act(action, m, deps, run_id)
         except Retryable as exc:
             retrying[key] = str(exc)
         except FailbackError as exc:
@@ -511,6 +704,8 @@ _STEP_OF = {
     ActionKind.POWER_OFF_ONPREM: StepName.CANCEL_POWER_OFF,
     ActionKind.START_AZURE: StepName.CANCEL_START_AZURE,
     ActionKind.RESUME_REPLICATION: StepName.CANCEL_RESUME,
+    ActionKind.DISKS_FROM_POINT: StepName.RESTORE,
+    ActionKind.SET_AZURE_DISKS: StepName.ATTACH,
 }
 
 
@@ -534,7 +729,7 @@ async def _wait(sites: Sites, started: object) -> None:
         raise Retryable(f"vSphere task {moref} failed: {state.error}", delay=5)
 
 
-async def _act(action: Action, m: Member, deps: Deps) -> None:
+async def _act(action: Action, m: Member, deps: Deps, run_id: str | None) -> None:
     if m.vm is None or m.sites is None:
         return
     sites, vm = m.sites, m.vm
@@ -569,6 +764,10 @@ async def _act(action: Action, m: Member, deps: Deps) -> None:
         await _wait(sites, await sites.vcenter.power_off(target_vm_uuid(vm)))
     elif kind is ActionKind.RESUME_REPLICATION:
         return  # the ProtectedVM controller resumes it once the plan says Cancelling
+    elif kind is ActionKind.DISKS_FROM_POINT and action.point is not None and run_id:
+        await _disks_from_point(m, action.point, run_id)
+    elif kind is ActionKind.SET_AZURE_DISKS:
+        await _set_azure_disks(m)
 
 
 async def _attach(m: Member) -> None:
@@ -610,9 +809,82 @@ async def _attach(m: Member) -> None:
         await _wait(sites, started)
 
 
-async def _commit(m: Member, deps: Deps) -> None:
-    """Discard the member's recovery points: the failback is final."""
+async def _disks_from_point(m: Member, point_id: str, run_id: str) -> None:
+    """Copy each replica's snapshot of ``point_id`` into a new managed disk, tagged with
+    the run (a restarted run finds them; the Azure VM's own disks are never written)."""
+    assert m.vm is not None
+    assert m.sites is not None
+    found = next((p for p in m.replica_points if p.point.id == point_id), None)
+    if found is None:
+        raise Retryable(f"point {point_id} of the Azure replicas is not found", delay=10)
+    compute, rg, vm = m.sites.compute, m.sites.azure.resource_group, m.vm
+    targets = vm.status.replication.target_disks if vm.status.replication else ()
+    handles = []
+    for index, (snapshot_name, t) in enumerate(zip(found.snapshots, targets, strict=True)):
+        name = failover_disk_name(vm.meta.name, index, point_id)
+        existing = await compute.get_disk(rg, name)
+        if existing is not None:
+            if existing.tags.get(TAG_RUN) != run_id or existing.tags.get(TAG_POINT) != point_id:
+                raise Permanent(
+                    f"disk {rg}/{name} exists but was not made by this run from point "
+                    f"{point_id}: delete it, or choose another point"
+                )
+            continue
+        snapshot = await compute.get_snapshot(rg, snapshot_name)
+        if snapshot is None:
+            raise Retryable(f"the snapshot {snapshot_name} of point {point_id} is gone", delay=10)
+        tags = {
+            ROLE: FAILOVER,
+            TAG_POINT: point_id,
+            TAG_RUN: run_id,
+            TAG_VM: f"{vm.meta.namespace}/{vm.meta.name}",
+            TAG_INDEX: str(index),
+            TAG_SOURCE_DISK: t.source,
+        }
+        os_type = str(vm.spec.os_type) if index == 0 else None
+        handles.append(
+            await compute.begin_disk_create_from_snapshot(rg, name, snapshot, tags, os_type)
+        )
+    for handle in handles:
+        await compute.wait(handle)
+
+
+async def _set_azure_disks(m: Member) -> None:
+    """Make the deallocated Azure VM boot from this run's disks. A LUN another disk still
+    holds is freed first (Azure attaches nothing over it); its old disks are kept."""
+    assert m.sites is not None
+    vm = m.azure_vm
+    if vm is None:
+        raise Retryable("the Azure VM could not be read", delay=10)
+    if vm.power_state is not PowerState.DEALLOCATED:
+        raise Retryable(
+            f"the Azure VM is {vm.power_state}: its disks change only while deallocated",
+            delay=10,
+        )
+    compute, az = m.sites.compute, m.sites.azure
+    disks = [m.failover_disks[i] for i in sorted(m.failover_disks)]
+    wanted = [(lun, d.id) for lun, d in enumerate(disks[1:])]
+    by_lun = {d.lun: (d.id or "").lower() for d in vm.data_disks}
+    keep = [(lun, i) for lun, i in wanted if by_lun.get(lun) == i.lower()]
+    if len(keep) != len(by_lun):
+        await compute.wait(
+            await compute.begin_vm_set_disks(az.resource_group, az.name, disks[0].id, keep)
+        )
+    await compute.wait(
+        await compute.begin_vm_set_disks(az.resource_group, az.name, disks[0].id, wanted)
+    )
+
+
+async def _commit(m: Member, deps: Deps, target: Site) -> None:
+    """Make the run final: a failback discards the master target's points; a failover
+    ends the reverse session (the VM's Azure disks hold the chosen point)."""
     if m.vm is None or m.sites is None:
+        return
+    if target is Site.AZURE:
+        ps = m.sites.process_server
+        _ok(await deps.sessions.delete_session(ps.endpoint, ps.tls, m.vm.meta.namespace,
+                                               m.vm.meta.name), "process server",
+            missing_ok=True)  # fmt: skip
         return
     mt = m.sites.master_target
     group = group_name(m.vm.meta.namespace, m.vm.meta.name)
@@ -680,6 +952,7 @@ def _conditions(
     decision: machine.Decision,
     phase: PlanPhase,
     run_id: str | None,
+    target: Site | None,
     now: dt.datetime,
 ) -> list[Condition]:
     gen = plan.meta.generation
@@ -742,12 +1015,17 @@ def _conditions(
         put(ConditionType.SUCCEEDED, FALSE, Reason.RUN_FAILED, blocked or "a step failed")
     elif phase is PlanPhase.COMPLETED:
         put(ConditionType.SUCCEEDED, TRUE, Reason.COMPLETED,
-            "the failback is committed and replication to Azure runs")  # fmt: skip
+            "the failover to Azure is committed and replication to on-premises runs"
+            if target is Site.AZURE
+            else "the failback is committed and replication to Azure runs")  # fmt: skip
     elif phase is PlanPhase.COMMITTED:
-        put(ConditionType.SUCCEEDED, TRUE, Reason.COMMITTED, "the failback is committed")
-    elif decision.done and plan.status.run_id is not None and plan.spec.active_site is Site.AZURE:
+        put(ConditionType.SUCCEEDED, TRUE, Reason.COMMITTED,
+            "the failover to Azure is committed" if target is Site.AZURE
+            else "the failback is committed")  # fmt: skip
+    elif decision.done and plan.status.run_id is not None:
+        where = "in Azure" if plan.spec.active_site is Site.AZURE else "on-premises"
         put(ConditionType.SUCCEEDED, FALSE, Reason.CANCELLED,
-            "the run was cancelled; the VMs run in Azure")  # fmt: skip
+            f"the run was cancelled; the VMs run {where}")  # fmt: skip
     elif run_id is not None:
         put(ConditionType.SUCCEEDED, UNKNOWN, Reason.RUN_IN_PROGRESS, blocked or "the run goes on")
     else:

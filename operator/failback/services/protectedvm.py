@@ -138,7 +138,12 @@ async def reconcile(vm: api.ProtectedVM, deps: Dependencies, now: dt.datetime) -
     own = replication.Ownership(
         plan=view.plan,
         held=view.held,
-        active_on_prem=view.committed or vm.status.active_site == Site.ON_PREM,
+        # Where the plan left it; with no plan (deleted after a failback), where it ran.
+        active_on_prem=(
+            view.site is Site.ON_PREM
+            if view.site is not None
+            else vm.status.active_site == Site.ON_PREM
+        ),
         reprotect=view.reprotect,
         awaiting_commit=view.awaiting_commit,
     )

@@ -6,6 +6,12 @@ With no plan run driving it, a VM replicates from where it runs to the other sit
 target's group, or on-premises → Azure into replica disks after a committed failback. While
 a FailbackPlan's run moves the VM, this pass only observes: the plan drives the session and
 the disks.
+
+Drift (``domain.reprotect``, *Drift*): a pass towards on-premises that finds an
+on-premises VM running with the target disks, or the Azure VM gone (a fresh read says 404),
+pauses the process server's session (the same spec with ``paused: true``) and reports
+``Paused`` with the reason; a later pass that finds every step holding resumes it. A
+master target moved by Storage vMotion (R-PRE-4) stops every disk step, not the session.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from failback.api.protectedvm import Direction, Replication, ReplicationState, T
 from failback.domain import reprotect
 from failback.domain.outcome import Refused, Unanswered
 from failback.domain.recoverypoints import GroupStatus
+from failback.domain.replicas import replica_name
 from failback.domain.replication import (
     AzureToOnPremSpec,
     MasterTargetRef,
@@ -39,7 +46,7 @@ from failback.domain.replication import (
     VCenterVM,
 )
 from failback.errors import FailbackError, Retryable
-from failback.ports.azure import AzureClients, VirtualMachine
+from failback.ports.azure import AzureClients, AzurePermanent, AzureRetryable, VirtualMachine
 from failback.ports.kubernetes import SecretReader
 from failback.ports.mastertarget import RecoveryPoints
 from failback.ports.processserver import ReplicationSessions
@@ -63,11 +70,11 @@ STEPS_PER_PASS = 8
 """At most this many replication steps in one pass (each after a fresh observation)."""
 
 TASK_PATIENCE = 20.0
+"""Seconds one pass waits for a vSphere task it started (longer ones: the next pass)."""
 
 REVERSE_MIN_INTERVAL = 45.0
 """Seconds between two cycles into Azure at least: each makes a snapshot of every replica,
 and Azure allows 7 per disk per 5 minutes."""
-"""Seconds one pass waits for a vSphere task it started (longer ones: the next pass)."""
 
 
 @dataclass(frozen=True)
@@ -148,37 +155,62 @@ async def replicate(
     old = vm.status.replication or Replication()
     direction = Direction.ON_PREM_TO_AZURE if own.active_on_prem else Direction.AZURE_TO_ON_PREM
     idle = replace(old, direction=direction, state=old.state or ReplicationState.NOT_STARTED)
-    if mt is None or ps is None or (not startable and not own.held):
-        message = "Replication starts once every other check of the VM passes."
-        return Result(
-            _conds(gen, now, (UNKNOWN, Reason.REPLICATION_NOT_STARTED, message), NO_POINT),
-            idle,
-            site,
-        )
-    moved = find_condition(mt.status.conditions, ConditionType.NO_STORAGE_VMOTION)
-    if not own.held and moved is not None and moved.status == FALSE:
+    message = "Replication starts once every other check of the VM passes."
+    not_started = Result(
+        _conds(gen, now, (UNKNOWN, Reason.REPLICATION_NOT_STARTED, message), NO_POINT),
+        idle,
+        site,
+    )
+    gated = not startable and not own.held
+    # An Azure VM gone while replication into targets ran: confirmed by a fresh read below,
+    # it pauses the session even while another check fails (those gate the start only).
+    watch = not own.active_on_prem and not own.held and azure_vm is None and bool(old.target_disks)
+    if mt is None or ps is None or (gated and not watch):
+        return not_started
+    moved: Verdict | None = None
+    found = find_condition(mt.status.conditions, ConditionType.NO_STORAGE_VMOTION)
+    if not own.held and not own.active_on_prem and found is not None and found.status == FALSE:
         # R-PRE-4: the MT's disks moved; the recorded target files are not where they were.
-        # Nothing is attached or written until it is fixed (the session is left as it is).
-        health = (
+        # No disk is attached, detached or created until it is fixed; the session goes on
+        # (the MT writes the same disks, by UUID), unless a drift pauses it.
+        moved = (
             FALSE,
             Reason.MASTER_TARGET_NOT_READY,
-            f"MasterTarget {mt.meta.name}: {moved.message} Replication does not move any "
-            "disk until it is fixed.",
+            f"MasterTarget {mt.meta.name}: {found.message} Replication attaches or moves no "
+            "disk until it is fixed; the process server goes on writing the same disks.",
         )
-        return Result(_conds(gen, now, health, NO_POINT), idle, site)
     try:
         sites = await resolve(vm, mt, ps, deps.secrets, deps.vcenters, deps.azure, now)
         if own.active_on_prem:
             return await _reverse(vm, sites, own, deps, now, idle)
-        return await _forward(vm, sites, azure_vm, alternate, own, deps, now, idle)
+        gone = watch and await _azure_vm_gone(sites)
+        if gated and not gone:
+            return not_started
+        acting = not gated and moved is None
+        return await _forward(vm, sites, azure_vm, alternate, own, deps, now, idle,
+                              gone=gone, acting=acting, moved=moved)  # fmt: skip
     except (ps_service.Unresolved, vc_service.Unresolved) as exc:
+        if gated:
+            return not_started
         health = (UNKNOWN, Reason.REPLICATION_NOT_STARTED, f"cannot replicate yet: {exc}")
         return Result(_conds(gen, now, health, NO_POINT), idle, site)
     except FailbackError as exc:
+        if gated and isinstance(exc, Retryable):
+            return not_started  # the Azure VM could not be confirmed gone: as before
         delay = exc.delay if isinstance(exc, Retryable) else None
         status = UNKNOWN if isinstance(exc, Retryable) else FALSE
         health = (status, Reason.REPLICATION_FAILED, f"replication step failed: {exc}")
         return Result(_conds(gen, now, health, NO_POINT), idle, site, retry_after=delay)
+
+
+async def _azure_vm_gone(sites: Sites) -> bool:
+    """A fresh read of the Azure VM: True only when Azure answers that it does not exist
+    (a fault says nothing: the session is left as it is)."""
+    try:
+        found = await sites.compute.get_vm(sites.azure.resource_group, sites.azure.name)
+    except (AzureRetryable, AzurePermanent):
+        return False
+    return found is None
 
 
 async def _session(deps: Deps, sites: Sites, ns: str, name: str) -> SessionStatus | None:
@@ -223,7 +255,14 @@ async def _forward(
     deps: Deps,
     now: dt.datetime,
     idle: Replication,
+    *,
+    gone: bool = False,
+    acting: bool = True,
+    moved: Verdict | None = None,
 ) -> Result:
+    """Towards on-premises. ``gone``: a fresh read found no Azure VM; ``acting``: the steps
+    may be taken (else they are only judged, for a drift to pause the session); ``moved``:
+    the master target's Storage vMotion verdict (R-PRE-4), if it moved."""
     ns, name, gen = vm.meta.namespace, vm.meta.name, vm.meta.generation
     group_name = reprotect.group_name(ns, name)
     session = await _session(deps, sites, ns, name)
@@ -231,27 +270,40 @@ async def _forward(
     disks = await azure_disks(sites.compute, azure_vm) if azure_vm is not None else ()
     recorded = idle.target_disks
     events: list[str] = []
-    step = reprotect.Step(reprotect.StepKind.REPLICATING)
-    for _ in range(STEPS_PER_PASS if not own.held and azure_vm is not None else 0):
-        # Observe, act, and observe again: the steps that hold now are not redone.
-        facts = await _forward_facts(vm, sites, alternate, disks, recorded, group, session)
-        step = reprotect.next_step(facts)
-        if step.kind in (reprotect.StepKind.BLOCKED, reprotect.StepKind.REPLICATING):
-            break
-        recorded = await _perform(vm, sites, facts, step, deps, group_name)
-        events.append(step.message)
-        if step.kind is reprotect.StepKind.RECORD_TARGETS:
-            break  # written to the status before anything is moved, so a crash finds them
-        if step.kind is reprotect.StepKind.ENSURE_GROUP:
-            group = await _group(deps, sites, group_name)
-        if step.kind is reprotect.StepKind.ENSURE_SESSION:
-            session = await _session(deps, sites, ns, name)
+    step: reprotect.Step | None = None
+    if own.held:
+        pass  # the plan drives the session and the disks
+    elif gone:
+        step = reprotect.azure_vm_gone(vm.spec.azure.vm_id)
+    elif azure_vm is not None:
+        for _ in range(STEPS_PER_PASS if acting else 1):
+            # Observe, act, and observe again: the steps that hold now are not redone.
+            facts = await _forward_facts(vm, sites, alternate, disks, recorded, group, session)
+            step = reprotect.next_step(facts)
+            if not acting or step.kind in (reprotect.StepKind.BLOCKED,
+                                           reprotect.StepKind.REPLICATING):  # fmt: skip
+                break
+            recorded = await _perform(vm, sites, facts, step, deps, group_name)
+            events.append(step.message)
+            if step.kind is reprotect.StepKind.RECORD_TARGETS:
+                break  # written to the status before anything is moved, so a crash finds them
+            if step.kind is reprotect.StepKind.ENSURE_GROUP:
+                group = await _group(deps, sites, group_name)
+            if step.kind is reprotect.StepKind.ENSURE_SESSION:
+                session = await _session(deps, sites, ns, name)
+    paused = reprotect.session_paused(step, session, acting=acting)
+    if paused is not None and step is not None:
+        session = await _pause(vm, sites, deps, group_name, disks, recorded, paused)
+        events.append(f"replication paused: {step.reason}" if paused else "replication resumed")
+    drift = reprotect.pauses(step)
     total = sum(d.size_bytes for d in disks)
     replication = replace(
-        reprotect.replication_status(Direction.AZURE_TO_ON_PREM, session, total, now, own.held),
+        reprotect.replication_status(
+            Direction.AZURE_TO_ON_PREM, session, total, now, own.held, drift=drift
+        ),
         target_disks=recorded,
     )
-    health = _health(replication, session, step, own)
+    health = _health(replication, session, step, own, moved)
     rpo, points, rpo_cond = _points(vm, group, now)
     has_point = group is not None and group.newest_point is not None
     actions = reprotect.allowed_actions(
@@ -342,21 +394,67 @@ async def _perform(
         _check(got, "master target")
     elif step.kind is kind.ENSURE_SESSION:
         ps = sites.process_server
-        spec = AzureToOnPremSpec(
-            subscription_id=sites.azure.subscription,
-            master_target=MasterTargetRef(sites.master_target.endpoint, group_name),
-            disks=tuple(
-                SourceDisk(a.resource_group, a.name, t.uuid or "")
-                for a, t in zip(facts.azure_disks, facts.recorded, strict=True)
-            ),
-            interval_seconds=session_interval(vm, deps.interval),
-            vm_id=vm.spec.azure.vm_id,
-        )
+        spec = _session_spec(vm, sites, deps, group_name, facts.azure_disks, facts.recorded)
         got2 = await deps.sessions.put_session(
             ps.endpoint, ps.tls, vm.meta.namespace, vm.meta.name, spec
         )
         _check(got2, "process server")
     return facts.recorded
+
+
+def _session_spec(
+    vm: protectedvm.ProtectedVM,
+    sites: Sites,
+    deps: Deps,
+    group_name: str,
+    disks: tuple[reprotect.AzureDisk, ...],
+    recorded: tuple[TargetDisk, ...],
+    paused: bool = False,
+) -> AzureToOnPremSpec:
+    """The session's spec: each Azure disk into its recorded target. Without the Azure VM
+    (``disks`` empty: it is gone) the recorded sources, in the VM's resource group."""
+    rgs = {a.name: a.resource_group for a in disks}
+    return AzureToOnPremSpec(
+        subscription_id=sites.azure.subscription,
+        master_target=MasterTargetRef(sites.master_target.endpoint, group_name),
+        disks=tuple(
+            SourceDisk(rgs.get(t.source, sites.azure.resource_group), t.source, t.uuid or "")
+            for t in recorded
+        ),
+        interval_seconds=session_interval(vm, deps.interval),
+        paused=paused,
+        vm_id=vm.spec.azure.vm_id,
+    )
+
+
+async def _pause(
+    vm: protectedvm.ProtectedVM,
+    sites: Sites,
+    deps: Deps,
+    group_name: str,
+    disks: tuple[reprotect.AzureDisk, ...],
+    recorded: tuple[TargetDisk, ...],
+    paused: bool,
+) -> SessionStatus:
+    """Pause (or resume) the session: the spec it was started with, ``paused`` changed
+    (which the process server applies in place; anything else would be a conflict)."""
+    ps = sites.process_server
+    spec = _session_spec(vm, sites, deps, group_name, disks, recorded, paused)
+    got = await deps.sessions.put_session(ps.endpoint, ps.tls, vm.meta.namespace, vm.meta.name,
+                                          spec)  # fmt: skip
+    if not isinstance(got, Refused | Unanswered):
+        return got
+    what = "pause" if paused else "resume"
+    if isinstance(got, Refused) and got.code == "session_conflict":
+        raise FailbackError(
+            f"the process server refused to {what} the session ({got.message}): its disks are "
+            f"not the recorded targets in resource group {sites.azure.resource_group}; "
+            f"{what} it with PUT /v1/sessions/{vm.meta.namespace}/{vm.meta.name} and "
+            f'"paused": {str(paused).lower()} (never delete it: the master target keeps its '
+            "points)"
+        )
+    _check(got, "process server")
+    raise FailbackError(f"the process server did not {what} the session: {got}")
 
 
 def _check(got: object, who: str) -> None:
@@ -371,11 +469,15 @@ def _check(got: object, who: str) -> None:
 def _health(
     replication: Replication,
     session: SessionStatus | None,
-    step: reprotect.Step,
+    step: reprotect.Step | None,
     own: Ownership,
+    moved: Verdict | None = None,
 ) -> Verdict:
-    if step.kind is reprotect.StepKind.BLOCKED:
+    blocked = step is not None and step.kind is reprotect.StepKind.BLOCKED
+    if step is not None and blocked and (moved is None or reprotect.pauses(step)):
         return FALSE, step.reason or Reason.REPLICATION_FAILED, step.message
+    if moved is not None:
+        return moved
     if session is None:
         if own.held:
             return (
@@ -383,7 +485,8 @@ def _health(
                 Reason.REPLICATION_PAUSED,
                 f"FailbackPlan {own.plan} stopped replication: the VM is failing back",
             )
-        return UNKNOWN, Reason.REPLICATION_NOT_STARTED, f"preparing replication: {step.message}"
+        doing = step.message if step is not None and step.message else "waiting for the Azure VM"
+        return UNKNOWN, Reason.REPLICATION_NOT_STARTED, f"preparing replication: {doing}"
     state = replication.state
     if state is ReplicationState.ERROR and session.last_error is not None:
         e = session.last_error
@@ -396,13 +499,18 @@ def _health(
         return UNKNOWN, Reason.RESYNCHRONIZING, why
     if state is ReplicationState.PAUSED:
         return FALSE, Reason.REPLICATION_PAUSED, "replication is paused"
+    note = (
+        f"; {step.message}"
+        if step is not None and step.kind is reprotect.StepKind.REPLICATING and step.message
+        else ""
+    )
     if session.last_error is not None and session.last_error.code == reprotect.THROTTLED:
         return (
             TRUE,
             Reason.REPLICATING,
-            f"replicating, paced by Azure: {session.last_error.message}",
+            f"replicating, paced by Azure: {session.last_error.message}{note}",
         )
-    return TRUE, Reason.REPLICATING, f"replicating; the newest point is {session.last_point}"
+    return TRUE, Reason.REPLICATING, f"replicating; the newest point is {session.last_point}{note}"
 
 
 def _points(
@@ -427,10 +535,6 @@ def _points(
 
 
 # ------------------------------------------------------------------ back to Azure
-
-
-def replica_name(azure_disk: str) -> str:
-    return f"{azure_disk}-reprotect"[:80]
 
 
 async def _reverse(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from failback.api import mastertarget, processserver, protectedvm
 from failback.api.conditions import Reason
+from failback.domain.replicas import TAG_SOURCE_DISK
 from failback.domain.reprotect import AzureDisk, VDisk, VSphereVM
 from failback.domain.vsphere import VM, PowerState
 from failback.errors import Permanent, Retryable
@@ -170,7 +171,7 @@ async def azure_disks(compute: AzureCompute, found: VirtualMachine) -> tuple[Azu
         disk = await compute.get_disk(rg, ref.name)
         if disk is None:
             raise Permanent(f"Azure disk {ref.name} of VM {found.name} is not found")
-        out.append(AzureDisk(rg, ref.name, disk.size_bytes))
+        out.append(AzureDisk(rg, ref.name, disk.size_bytes, disk.tags.get(TAG_SOURCE_DISK)))
     return tuple(out)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -354,6 +354,33 @@ class Compute:
     async def begin_start(self, resource_group: str, name: str) -> OperationHandle:
         return await self._begin(OperationKind.VM_START, resource_group, name)
 
+    async def begin_vm_set_disks(
+        self,
+        resource_group: str,
+        name: str,
+        os_disk_id: str,
+        data_disks: Sequence[tuple[int, str]],
+    ) -> OperationHandle:
+        body = {
+            "properties": {
+                "storageProfile": {
+                    "osDisk": {"managedDisk": {"id": os_disk_id}},
+                    "dataDisks": [
+                        {"lun": lun, "createOption": "Attach", "managedDisk": {"id": disk_id}}
+                        for lun, disk_id in sorted(data_disks)
+                    ],
+                }
+            }
+        }
+        return await self._begin(
+            OperationKind.VM_UPDATE,
+            resource_group,
+            name,
+            lambda c, **kw: c.virtual_machines.begin_update(
+                resource_group, name, cast(Any, body), **kw
+            ),
+        )
+
     # -- disks and snapshots ------------------------------------------------------------
 
     async def list_disks(self, resource_group: str) -> list[ManagedDisk]:
@@ -515,6 +542,9 @@ class Compute:
                     resource_group, name, **kw
                 ),
                 OperationKind.VM_START: lambda: vms.begin_start(resource_group, name, **kw),
+                OperationKind.VM_UPDATE: lambda: vms.begin_update(
+                    resource_group, name, placeholder, **kw
+                ),
                 OperationKind.DISK_CREATE: lambda: disks.begin_create_or_update(
                     resource_group, name, placeholder, **kw
                 ),

@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from failback.dataplane.sink_azure.sink import (
-    ROLE,
-    TAG_POINT,
     ManagedDiskSink,
     SinkPoint,
     handle_from_dict,
     handle_to_dict,
 )
+from failback.domain.replicas import ROLE, TAG_POINT
 from failback.errors import Permanent
 from failback.ports.azure import (
     AzureCompute,

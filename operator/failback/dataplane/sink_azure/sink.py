@@ -51,6 +51,17 @@ from failback.dataplane.journal import (
 from failback.dataplane.journal.model import validate_batch
 from failback.dataplane.pacing import Pacer, paced
 from failback.dataplane.source_azure.pageblob import MAX_PAGE_WRITE, PageBlob, RequestCounts
+from failback.domain.replicas import (
+    RECOVERY_POINT,
+    REPLICA,
+    ROLE,
+    TAG_APP_CONSISTENT,
+    TAG_DISK_ID,
+    TAG_POINT,
+    TAG_REPLICA,
+    TAG_SEQ,
+    TAG_SOURCE_TIME,
+)
 from failback.errors import Permanent
 from failback.ports.azure import (
     AzureCompute,
@@ -67,17 +78,6 @@ log = logging.getLogger(__name__)
 MIB = 1 << 20
 VHD_FOOTER = 512
 """A fixed VHD's footer: the last 512 bytes of a disk uploaded to Azure."""
-ROLE = "failback.io/role"
-REPLICA = "replica"
-RECOVERY_POINT = "recovery-point"
-TAG_REPLICA = "failback.io/replica"
-"""On a point snapshot: the replica disk it is of."""
-TAG_DISK_ID = "failback.io/disk-id"
-"""On a replica disk: the journal's id of the source disk."""
-TAG_POINT = "failback.io/point"
-TAG_SOURCE_TIME = "failback.io/source-time"
-TAG_APP_CONSISTENT = "failback.io/app-consistent"
-TAG_SEQ = "failback.io/seq"
 
 
 # ------------------------------------------------------------------ errors
