@@ -482,3 +482,21 @@ def test_a_restored_vm_needs_no_point_to_go_on() -> None:
                        restored=True, synced_after_fence=True)  # fmt: skip
     decision = decide(plan(("web",)), RUN, {"web": restored})
     assert [a.kind for a in decision.actions] == [ActionKind.ATTACH_DISKS]
+
+
+def test_a_twin_seen_running_after_commit_is_stopped_again() -> None:
+    # A forced fence left the Azure VM unconfirmed; Azure came back and it runs: the
+    # committed run stops it, whatever else it is doing.
+    back = vm("web", **{**DONE, "azure": Power.RUNNING})
+    committed = replace(RUN, committed=True, home=Site.ON_PREM)
+    reprotecting = decide(plan(("web",)), committed, facts(back))
+    assert reprotecting.phase is PlanPhase.REPROTECTING
+    assert reprotecting.actions[0] == Action(ActionKind.POWER_OFF_AZURE, "web", step=StepName.FENCE)
+    done = decide(plan(("web",)), replace(committed, reprotect_started=True), facts(back))
+    assert (done.phase, done.done) == (PlanPhase.COMPLETED, False)
+    assert kinds(done) == [(ActionKind.POWER_OFF_AZURE, "web")]
+    # After a committed failover, the on-premises VM is the one kept off.
+    failover = replace(FAILOVER, committed=True, home=Site.AZURE, reprotect_started=True)
+    started = vm("web", **{**ARRIVED, "onprem": Power.RUNNING})
+    again = decide(plan(("web",), site=Site.AZURE), failover, facts(started))
+    assert again.actions == (Action(ActionKind.POWER_OFF_ONPREM, "web", step=StepName.FENCE),)

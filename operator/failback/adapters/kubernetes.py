@@ -73,6 +73,27 @@ class KubeReads:
     async def get(self, namespace: str, plural: str, name: str) -> Mapping[str, Any] | None:
         return await asyncio.to_thread(self._get, namespace, plural, name)
 
+    def _patch_status(
+        self, namespace: str, plural: str, name: str, patch: Mapping[str, Any]
+    ) -> None:
+        try:
+            client.CustomObjectsApi(self._client()).patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": dict(patch)}
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile: nothing to report on
+            raise Retryable(
+                f"writing the status of {plural} {namespace}/{name} failed: HTTP {exc.status} "
+                f"{exc.reason}"
+            ) from None
+
+    async def patch_status(
+        self, namespace: str, plural: str, name: str, patch: Mapping[str, Any]
+    ) -> None:
+        """Merge ``patch`` into the object's status (its status subresource)."""
+        await asyncio.to_thread(self._patch_status, namespace, plural, name, patch)
+
     def _list(self, namespace: str, plural: str) -> list[Mapping[str, Any]]:
         try:
             listed = client.CustomObjectsApi(self._client()).list_namespaced_custom_object(

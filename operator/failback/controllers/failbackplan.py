@@ -30,13 +30,26 @@ def _deps(memo: kopf.Memo) -> service.Deps:
 async def reconcile_failbackplan(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Parse, observe every member, act on the decision, write the status and Events."""
+    """Parse, observe every member, act on the decision, write the status and Events.
+
+    The plan is read again here, and its status written before this returns: a pass that
+    waited behind the previous one (``routing.one_at_a_time``) would otherwise start from
+    the body kopf handed it before that pass's status was written, and, say, number a
+    second run for the same failback."""
     now = routing.now()
-    old = dict(body.get("status") or {})
+    kube = resources.shared(memo).kube
+    meta = body.get("metadata") or {}
+    ns, name = str(meta.get("namespace")), str(meta.get("name"))
     with kopf_errors():
-        plan = routing.parse_or_report(body, patch, failbackplan.parse, now)
+        fresh = await kube.get(ns, FAILBACK_PLAN.plural, name)
+    if fresh is None:
+        return  # deleted meanwhile
+    old = dict(fresh.get("status") or {})
+    with kopf_errors():
+        plan = routing.parse_or_report(fresh, patch, failbackplan.parse, now)
         outcome = await service.reconcile(plan, _deps(memo), now)
-    patch.status.update(merge_patch(old, outcome.status.to_dict()))
+        await kube.patch_status(ns, FAILBACK_PLAN.plural, name,
+                                merge_patch(old, outcome.status.to_dict()))  # fmt: skip
     if outcome.status.phase is not None:
         metrics.plan(plan.meta.namespace, plan.meta.name, outcome.status.phase,
                      outcome.transitions)  # fmt: skip

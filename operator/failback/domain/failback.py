@@ -478,13 +478,29 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
         steps.append(StepLine(StepName.COMMIT, StepState.RUNNING))
         return Decision(PlanPhase.COMMITTING, (Action(ActionKind.COMMIT),), tuple(steps))
     steps.append(StepLine(StepName.COMMIT, StepState.SUCCEEDED))
+    # The twin left behind must stay off: a VM the run left behind seen running again (a
+    # forced fence whose site came back, someone starting it) is stopped at once.
+    fence = tuple(_refence(m.facts, run.target) for m in members if _left_running(m.facts, run))
     if spec.reprotect_after_commit and not run.reprotect_started:
         steps.append(StepLine(StepName.REPROTECT, StepState.RUNNING))
         reprotect = tuple(Action(ActionKind.START_REPROTECT, m.facts.name) for m in members)
-        return Decision(PlanPhase.REPROTECTING, reprotect, tuple(steps))
+        return Decision(PlanPhase.REPROTECTING, fence + reprotect, tuple(steps))
     if spec.reprotect_after_commit:
         steps.append(StepLine(StepName.REPROTECT, StepState.SUCCEEDED))
+    if fence:
+        blocked = ", ".join(a.vm or "" for a in fence)
+        return Decision(PlanPhase.COMPLETED, fence, tuple(steps), f"stopping again: {blocked}")
     return Decision(PlanPhase.COMPLETED, (), tuple(steps), done=True)
+
+
+def _left_running(f: VMFacts, run: RunFacts) -> bool:
+    left = f.azure if run.target is Site.ON_PREM else f.onprem
+    return left is Power.RUNNING
+
+
+def _refence(f: VMFacts, target: Site) -> Action:
+    kind = ActionKind.POWER_OFF_AZURE if target is Site.ON_PREM else ActionKind.POWER_OFF_ONPREM
+    return Action(kind, f.name, step=StepName.FENCE)
 
 
 def _cancel(
