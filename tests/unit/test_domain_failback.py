@@ -309,7 +309,7 @@ ARRIVED = {"azure": Power.RUNNING, "onprem": Power.STOPPED, "synced_after_fence"
 
 FAILOVER_PATH = [
     ({}, StepName.FENCE, ActionKind.POWER_OFF_ONPREM),
-    ({"onprem": Power.STOPPED}, StepName.FINAL_SYNC, ActionKind.SYNC_NOW),
+    ({"onprem": Power.STOPPED}, StepName.FINAL_SYNC, ActionKind.SYNC_REPLICAS_NOW),
     (
         {"onprem": Power.STOPPED, "synced_after_fence": True},
         StepName.RESTORE,
@@ -500,3 +500,22 @@ def test_a_twin_seen_running_after_commit_is_stopped_again() -> None:
     started = vm("web", **{**ARRIVED, "onprem": Power.RUNNING})
     again = decide(plan(("web",), site=Site.AZURE), failover, facts(started))
     assert again.actions == (Action(ActionKind.POWER_OFF_ONPREM, "web", step=StepName.FENCE),)
+
+
+def test_a_replication_group_is_restored_only_once_every_member_is_fenced_and_synced() -> None:
+    # R-GRP-1: web and db share one master target group; restoring it for web would
+    # release db's disks before db's Azure VM is stopped.
+    spec = plan(("web", "db"))
+    synced = {"azure": Power.STOPPED, "synced_after_fence": True, "replication_group": "erp"}
+    web = vm("web", **synced)
+    db = vm("db", replication_group="erp")  # still running in Azure
+    decision = decide(spec, RUN, facts(web, db))
+    assert kinds(decision) == [(ActionKind.POWER_OFF_AZURE, "db")]
+    line = next(s for s in decision.steps if s.vm == "web" and s.name is StepName.RESTORE)
+    assert line.state is StepState.PENDING
+    assert "waits for db" in line.message
+    both = decide(spec, RUN, facts(web, replace(db, **synced)))
+    assert kinds(both) == [(ActionKind.RESTORE_POINT, "web"), (ActionKind.RESTORE_POINT, "db")]
+    # A VM outside any replication group does not wait for anyone.
+    alone = decide(spec, RUN, facts(vm("web", **synced), vm("db")))
+    assert (ActionKind.RESTORE_POINT, "web") in kinds(alone)

@@ -77,6 +77,14 @@ GROUP_SPLIT: Final = CrossObjectRule(
     "Replication group {group} has members outside this plan ({missing}): add them, "
     "a replication group fails back as a whole (R-GRP-1)",
 )
+GROUP_ACROSS_PLAN_GROUPS: Final = CrossObjectRule(
+    "A replication group split across the plan's groups (R-GRP-1)",
+    (FAILBACK_PLAN.kind,),
+    ConditionType.REPLICATION_GROUP_CONSISTENT,
+    Reason.REPLICATION_GROUP_SPLIT,
+    "Replication group {group} is split across groups {groups} of this plan: put its "
+    "members in one group, a replication group fails back at one point (R-GRP-1)",
+)
 OS_MISMATCH: Final = CrossObjectRule(
     "A Linux VM on a Windows master target, or a Windows VM on a Linux one (R-PRE-10)",
     (PROTECTED_VM.kind,),
@@ -140,6 +148,7 @@ RULES: Final = (
     GROUP_MASTER_TARGET_MISMATCH,
     GROUP_OUTSIDE_PLAN,
     GROUP_SPLIT,
+    GROUP_ACROSS_PLAN_GROUPS,
     OS_MISMATCH,
     MASTER_TARGET_NOT_FOUND,
     PROCESS_SERVER_NOT_FOUND,

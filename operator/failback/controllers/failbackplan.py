@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from failback.api import failbackplan, merge_patch
+from failback.api import failbackplan
 from failback.api.constants import FAILBACK_PLAN
 from failback.controllers import metrics, resources, routing
 from failback.controllers.bridge import kopf_errors
@@ -38,18 +38,15 @@ async def reconcile_failbackplan(
     second run for the same failback."""
     now = routing.now()
     kube = resources.shared(memo).kube
-    meta = body.get("metadata") or {}
-    ns, name = str(meta.get("namespace")), str(meta.get("name"))
     with kopf_errors():
-        fresh = await kube.get(ns, FAILBACK_PLAN.plural, name)
+        fresh = await routing.latest(kube, FAILBACK_PLAN, body)
     if fresh is None:
         return  # deleted meanwhile
     old = dict(fresh.get("status") or {})
     with kopf_errors():
         plan = routing.parse_or_report(fresh, patch, failbackplan.parse, now)
         outcome = await service.reconcile(plan, _deps(memo), now)
-        await kube.patch_status(ns, FAILBACK_PLAN.plural, name,
-                                merge_patch(old, outcome.status.to_dict()))  # fmt: skip
+        await routing.write_status(kube, FAILBACK_PLAN, fresh, old, outcome.status.to_dict())
     if outcome.status.phase is not None:
         metrics.plan(plan.meta.namespace, plan.meta.name, outcome.status.phase,
                      outcome.transitions)  # fmt: skip

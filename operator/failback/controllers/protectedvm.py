@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from failback.api import merge_patch, protectedvm
+from failback.api import protectedvm
 from failback.api.constants import PROTECTED_VM
 from failback.controllers import metrics, resources, routing
 from failback.controllers.bridge import kopf_errors
@@ -39,13 +39,19 @@ def _deps(memo: kopf.Memo) -> service.Dependencies:
 async def reconcile_protectedvm(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Parse, observe both sites, write the status; errors through the bridge."""
+    """Parse, observe both sites, write the status (before the next pass may start: see
+    ``routing.latest``); errors through the bridge."""
     now = routing.now()
-    old = dict(body.get("status") or {})
+    kube = resources.shared(memo).kube
     with kopf_errors():
-        vm = routing.parse_or_report(body, patch, protectedvm.parse, now)
+        fresh = await routing.latest(kube, PROTECTED_VM, body)
+    if fresh is None:
+        return  # deleted meanwhile
+    old = dict(fresh.get("status") or {})
+    with kopf_errors():
+        vm = routing.parse_or_report(fresh, patch, protectedvm.parse, now)
         outcome = await service.reconcile(vm, _deps(memo), now)
-    patch.status.update(merge_patch(old, outcome.status.to_dict()))
+        await routing.write_status(kube, PROTECTED_VM, fresh, old, outcome.status.to_dict())
     points = outcome.status.recovery_points
     metrics.vm(
         vm.meta.namespace,

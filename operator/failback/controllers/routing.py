@@ -15,7 +15,7 @@ import asyncio
 import datetime as dt
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import kopf
 
@@ -57,6 +57,42 @@ def parse_or_report(
         old = dict(body.get("status") or {})
         patch.status.update(merge_patch(old, spec_invalid_status(old, body, exc, now)))
         raise
+
+
+class StatusStore(Protocol):
+    async def get(self, namespace: str, plural: str, name: str) -> Mapping[str, Any] | None: ...
+
+    async def patch_status(
+        self, namespace: str, plural: str, name: str, patch: Mapping[str, Any]
+    ) -> None: ...
+
+
+async def latest(
+    store: StatusStore, resource: Resource, body: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """The object as the API server has it now (None: deleted). kopf hands a pass the body
+    it saw before the pass waited for the object's previous one (:func:`one_at_a_time`),
+    whose status has been written since: starting from it would, say, number a second run
+    of one failback, or choose a VM's target disks again."""
+    meta = body.get("metadata") or {}
+    return await store.get(str(meta.get("namespace")), resource.plural, str(meta.get("name")))
+
+
+async def write_status(
+    store: StatusStore,
+    resource: Resource,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+) -> None:
+    """Merge ``new`` over ``old`` into the object's status now, before the object's next
+    pass may start (kopf would write it only after the handler returned)."""
+    meta = body.get("metadata") or {}
+    patch = merge_patch(dict(old), dict(new))
+    if patch:
+        await store.patch_status(
+            str(meta.get("namespace")), resource.plural, str(meta.get("name")), patch
+        )
 
 
 def one_at_a_time(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -108,6 +108,8 @@ class ActionKind(enum.StrEnum):
     POWER_OFF_AZURE = "PowerOffAzure"
     SYNC_NOW = "SyncNow"
     """Ask the PS for a cycle now (the final delta sync after the fence)."""
+    SYNC_REPLICAS_NOW = "SyncReplicasNow"
+    """Failover: a reverse cycle now, into the Azure replicas."""
     RESTORE_POINT = "RestorePoint"
     """Roll the MT group back to the chosen point and release it."""
     ATTACH_DISKS = "AttachDisks"
@@ -160,6 +162,9 @@ class VMFacts:
     """A forward session runs (cancel: resumed)."""
     replicating_to_azure: bool = False
     """A reverse session runs (a failover's cancel: resumed)."""
+    replication_group: str | None = None
+    """Its replication group (R-GRP-1): the members share one master target group, so
+    none is restored before every one of them is fenced and synced."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +276,7 @@ def _failover_step(
     if planned and not f.synced_after_fence and not f.restored:
         return (
             StepName.FINAL_SYNC,
-            Action(ActionKind.SYNC_NOW, f.name),
+            Action(ActionKind.SYNC_REPLICAS_NOW, f.name),
             "final delta sync into the Azure replicas",
         )
     if not f.restored:
@@ -407,6 +412,7 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
     group order, then commit and reprotect."""
     step_of = _vm_step if run.target is Site.ON_PREM else _failover_step
     members = _members(spec, facts)
+    behind = _behind(members, spec) if run.target is Site.ON_PREM else {}
     steps: list[StepLine] = []
     actions: list[Action] = []
     blocked = ""
@@ -435,6 +441,15 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
             name, action, message = (
                 (None, None, "") if run.committed else step_of(member.facts, spec)
             )
+            if name is StepName.RESTORE and behind.get(member.facts.replication_group or ""):
+                late = ", ".join(behind[member.facts.replication_group or ""])
+                action, message = (
+                    None,
+                    (
+                        f"waits for {late}: replication group {member.facts.replication_group} "
+                        "fails back at one point, once every member is fenced and synced"
+                    ),
+                )
             steps.extend(
                 _lines(group.name, member.facts.name, name, action, message, skipped=skipped)
             )
@@ -501,6 +516,22 @@ def _left_running(f: VMFacts, run: RunFacts) -> bool:
 def _refence(f: VMFacts, target: Site) -> Action:
     kind = ActionKind.POWER_OFF_AZURE if target is Site.ON_PREM else ActionKind.POWER_OFF_ONPREM
     return Action(kind, f.name, step=StepName.FENCE)
+
+
+_BEFORE_RESTORE = frozenset({StepName.PREFLIGHT, StepName.FENCE, StepName.FINAL_SYNC})
+
+
+def _behind(members: Sequence[_Member], spec: FailbackPlanSpec) -> dict[str, list[str]]:
+    """Per replication group, its members not yet fenced and synced (before restore)."""
+    out: dict[str, list[str]] = {}
+    for m in members:
+        group = m.facts.replication_group
+        if group is None:
+            continue
+        name, _, _ = _vm_step(m.facts, spec)
+        if name in _BEFORE_RESTORE:
+            out.setdefault(group, []).append(m.facts.name)
+    return out
 
 
 def _cancel(

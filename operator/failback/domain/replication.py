@@ -62,6 +62,8 @@ class AzureToOnPremSpec:
     vm_id: str | None = None
     """The Azure VM's resource ID: the PS lists it under ``agents`` once it read its disks
     (R-PRE-13)."""
+    vm_ids: tuple[str, ...] = ()
+    """A replication group's session: every member's resource ID."""
 
     direction: ClassVar[Direction] = Direction.AZURE_TO_ONPREM
 
@@ -78,6 +80,8 @@ class AzureToOnPremSpec:
         }
         if self.vm_id is not None:
             body["vmId"] = self.vm_id
+        if self.vm_ids:
+            body["vmIds"] = list(self.vm_ids)
         return body
 
 

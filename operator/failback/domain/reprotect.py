@@ -47,7 +47,9 @@ and ``status.replication.state`` is ``Paused`` until the drift clears. Those are
     cycles could only overwrite them with something else and age the machine's last good
     points out of the retention window. Nothing on-premises is touched either (no detach,
     no attach, no rollback, no delete). A VM of that resource ID again, with the recorded
-    disks, resumes replication.
+    disks, resumes replication. (The operator records no unique ID of the Azure VM or its
+    disks, so a *different* VM created under that ID from disks of the same names would
+    resume too: the points stay selectable for the retention window.)
 
 Not pausing:
 
@@ -101,6 +103,17 @@ def group_name(namespace: str, name: str) -> str:
     return f"{full[: MAX_GROUP_NAME - 11].rstrip('.-')}-{digest}"
 
 
+GROUP_PREFIX: Final = "group."
+"""A replication group's session and master target group are named ``group.<name>`` (so
+no ProtectedVM may be named so)."""
+
+
+def replication_key(name: str, replication_group: str | None) -> str:
+    """What a VM's process-server session and master target group are named after: the VM,
+    or its replication group, whose members replicate as one cut (R-GRP-1)."""
+    return f"{GROUP_PREFIX}{replication_group}" if replication_group else name
+
+
 def alternate_folder(datastore: str, namespace: str, name: str) -> str:
     """Where the new VMDKs of an alternate-location failback live: ``[ds] failback/ns-name``."""
     return f"[{datastore}] failback/{namespace}-{name}"
@@ -146,6 +159,9 @@ class StepKind(enum.StrEnum):
     """Nothing the operator may do: the message says what the user must do."""
     REPLICATING = "Replicating"
     """Every step holds."""
+    WAITING = "Waiting"
+    """A replication group's member waits for the others (or for the member that starts
+    the group's session): nothing is wrong."""
 
 
 @dataclass(frozen=True)
@@ -159,9 +175,19 @@ class Step:
     """ATTACH_TO_MASTER_TARGET: the disks to create (in ``folder``, created first)."""
     folder: str | None = None
     targets: tuple[TargetDisk, ...] = ()
-    """RECORD_TARGETS: what to record."""
+    """RECORD_TARGETS: what to record; ENSURE_GROUP, ENSURE_SESSION: every disk of the
+    group, members in order (a VM alone: its own)."""
     reason: str = ""
     """BLOCKED: a condition reason."""
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """A member of the VM's replication group, as its status says."""
+
+    name: str
+    targets: tuple[TargetDisk, ...]
+    """Its ``status.replication.targetDisks``."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +209,9 @@ class ForwardFacts:
     alternate_datastore: str | None = None
     group: GroupStatus | None = None
     session: SessionStatus | None = None
+    replication_group: str | None = None
+    members: tuple[GroupMember, ...] = ()
+    """Every member of the replication group, this VM too, by name (empty: no group)."""
 
 
 def _choose_targets(f: ForwardFacts) -> Step:
@@ -304,12 +333,30 @@ def next_step(f: ForwardFacts) -> Step:
     )
     if resolved != targets:
         return Step(StepKind.RECORD_TARGETS, "recording the disk UUIDs", targets=resolved)
-    wanted = tuple(sorted(t.uuid or "" for t in targets))
+    leader, every = f.name, targets
+    if f.members:
+        # R-GRP-1: one master target group and one session for every member's disks, so a
+        # point is one cut across them; the first member by name starts them, once every
+        # member's disks are on the master target.
+        waiting = _group_waits(f)
+        if waiting is not None:
+            return waiting
+        leader = f.members[0].name
+        every = tuple(t for m in f.members for t in (targets if m.name == f.name else m.targets))
+    wanted = tuple(sorted(t.uuid or "" for t in every))
     g = f.group
     if g is None or g.state is GroupState.RELEASED or tuple(sorted(g.disks)) != wanted:
-        return Step(StepKind.ENSURE_GROUP, "registering the target disks on the master target")
+        if leader != f.name:
+            return Step(StepKind.WAITING, f"{leader} registers replication group "
+                        f"{f.replication_group} on the master target")  # fmt: skip
+        return Step(StepKind.ENSURE_GROUP, "registering the target disks on the master target",
+                    targets=every)  # fmt: skip
     if f.session is None:
-        return Step(StepKind.ENSURE_SESSION, "starting replication on the process server")
+        if leader != f.name:
+            return Step(StepKind.WAITING, f"{leader} starts replication group "
+                        f"{f.replication_group}'s session")  # fmt: skip
+        return Step(StepKind.ENSURE_SESSION, "starting replication on the process server",
+                    targets=every)  # fmt: skip
     original = f.original
     if original is not None and not original.powered_off and not f.alternate:
         return Step(
@@ -319,6 +366,24 @@ def next_step(f: ForwardFacts) -> Step:
             "into it",
         )
     return Step(StepKind.REPLICATING)
+
+
+def _group_waits(f: ForwardFacts) -> Step | None:
+    """WAITING while another member's disks are not all on the master target with UUIDs."""
+    mt = f.master_target
+    behind = [
+        m.name
+        for m in f.members
+        if m.name != f.name
+        and not (m.targets and all(t.uuid and mt.attached(t.file) for t in m.targets))
+    ]
+    if not behind:
+        return None
+    return Step(
+        StepKind.WAITING,
+        f"replication group {f.replication_group} replicates as one cut: waiting for "
+        f"{', '.join(behind)} to bring its disks to the master target",
+    )
 
 
 # ------------------------------------------------------------------ drift

@@ -38,6 +38,7 @@ from failback.api.conditions import (
     set_condition,
 )
 from failback.api.constants import FAILBACK_PLAN, MASTER_TARGET, PROCESS_SERVER, PROTECTED_VM
+from failback.api.crossobject import GROUP_ACROSS_PLAN_GROUPS, GROUP_SPLIT
 from failback.api.failbackplan import (
     FailbackPlan,
     FailbackPlanStatus,
@@ -70,7 +71,7 @@ from failback.domain.replicas import (
     points_of,
     replica_name,
 )
-from failback.domain.reprotect import group_name
+from failback.domain.reprotect import group_name, replication_key
 from failback.domain.status import refresh_conditions
 from failback.domain.vsphere import VM
 from failback.domain.vsphere import PowerState as VPower
@@ -179,6 +180,7 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
     parsed = (_parse(b, failbackplan.parse) for b in bodies)
     others = [p for p in parsed if p is not None and p.meta.name != plan.meta.name]
     await asyncio.gather(*(_load(m, ns, deps, now) for m in members))
+    outside = await _outside(plan, members, deps)
 
     # The run: a new one when activeSite leaves where the last commit put the VMs (a
     # failback from Azure, or a failover back to Azure after a committed failback); the
@@ -220,7 +222,16 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
         deep = running or spec.dry_run
         await asyncio.gather(*(_observe(m, deps, deep, towards, run_id) for m in members))
         decision, steps, changed, failures = await _round(
-            plan, members, steps, run_id, (target or towards, towards), home, deps, at, events
+            plan,
+            members,
+            steps,
+            run_id,
+            (target or towards, towards),
+            home,
+            outside,
+            deps,
+            at,
+            events,
         )
         transitions.extend(changed)
         if failures or spec.dry_run or not decision.actions:
@@ -253,7 +264,10 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
         events.append(
             Event("Warning", "FenceForced", f"fence forced: {spec.failover.force_reason}")
         )
-    conditions = _conditions(plan, members, others, chosen, decision, phase, run_id, target, now)
+    split = _split_groups(plan, members, outside)
+    conditions = _conditions(
+        plan, members, others, chosen, decision, phase, run_id, target, now, split
+    )
     site = _site(members, phase)
     rpos = [m.vm.status.rpo_seconds for m in members if m.vm and m.vm.status.rpo_seconds]
     current = next((s for s in new_steps if s.state is StepState.RUNNING), None)
@@ -286,6 +300,44 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
         PlanPhase.CANCELLING,
     )
     return Outcome(new, tuple(events), busy or starting, tuple(transitions))
+
+
+async def _outside(plan: FailbackPlan, members: Sequence[Member], deps: Deps) -> dict[str, str]:
+    """Per replication group of the plan's members, its members the plan does not list."""
+    groups = {m.vm.spec.replication_group for m in members if m.vm is not None} - {None}
+    if not groups:
+        return {}
+    listed = {m.name for m in members}
+    out: dict[str, list[str]] = {}
+    for body in await deps.objects.list(plan.meta.namespace, PROTECTED_VM.plural):
+        group = (body.get("spec") or {}).get("replicationGroup")
+        name = str((body.get("metadata") or {}).get("name"))
+        if group in groups and name not in listed:
+            out.setdefault(str(group), []).append(name)
+    return {g: ", ".join(sorted(names)) for g, names in out.items()}
+
+
+def _split_groups(
+    plan: FailbackPlan, members: Sequence[Member], outside: Mapping[str, str]
+) -> dict[str, str]:
+    """Members whose replication group is not whole in one group of this plan (R-GRP-1:
+    its members share one point, so they fail back together), with why."""
+    where: dict[str, set[str]] = {}
+    for m in members:
+        if m.vm is not None and m.vm.spec.replication_group is not None:
+            where.setdefault(m.vm.spec.replication_group, set()).add(m.group)
+    out = {}
+    for m in members:
+        group = m.vm.spec.replication_group if m.vm is not None else None
+        if group is None:
+            continue
+        if group in outside:
+            out[m.name] = GROUP_SPLIT.message(group=group, missing=outside[group])
+        elif len(where[group]) > 1:
+            out[m.name] = GROUP_ACROSS_PLAN_GROUPS.message(
+                group=group, groups=", ".join(sorted(where[group]))
+            )
+    return out
 
 
 def _committed(steps: Sequence[failbackplan.Step]) -> bool:
@@ -325,6 +377,7 @@ async def _round(
     run_id: str | None,
     direction: tuple[Site, Site],
     home: Site,
+    outside: Mapping[str, str],
     deps: Deps,
     now: dt.datetime,
     events: list[Event],
@@ -347,6 +400,9 @@ async def _round(
         )
         for m in members
     }
+    for name, why in _split_groups(plan, members, outside).items():
+        # Only a member no step touched yet heeds ``ready``: a run under way goes on.
+        facts[name] = replace(facts[name], ready=False, not_ready_reason=why)
     failed = steplog.first_failure(steps)
     committed = _committed(steps)
     back = (
@@ -440,7 +496,7 @@ async def _observe(m: Member, deps: Deps, deep: bool, towards: Site, run_id: str
     m.unreachable = ""
     sites, vm = m.sites, m.vm
     if towards is Site.ON_PREM:
-        group = group_name(vm.meta.namespace, vm.meta.name)
+        group = group_name(vm.meta.namespace, _fwd_key(vm))
         mt = sites.master_target
         got = await deps.points.points(mt.endpoint, mt.tls, group)
         if isinstance(got, tuple):
@@ -467,13 +523,25 @@ async def _observe(m: Member, deps: Deps, deep: bool, towards: Site, run_id: str
         else:
             m.azure_power = Power.RUNNING  # running, starting, stopping: not confirmed off
     ps = sites.process_server
-    session = await deps.sessions.session(ps.endpoint, ps.tls, vm.meta.namespace, vm.meta.name)
+    # The session the run's cancel resumes: the forward one (a replication group's, R-GRP-1)
+    # or the VM's reverse one.
+    key = _fwd_key(vm) if towards is Site.ON_PREM else vm.meta.name
+    session = await deps.sessions.session(ps.endpoint, ps.tls, vm.meta.namespace, key)
     m.session = not isinstance(session, (Refused, Unanswered))
     try:
         m.target = await sites.vcenter.vm(target_vm_uuid(vm))
     except FailbackError as exc:
         m.target = None
         m.unreachable = str(exc)
+
+
+def _fwd_key(vm: protectedvm.ProtectedVM) -> str:
+    """The name of the VM's forward session and master target group (its replication
+    group's, R-GRP-1)."""
+    return replication_key(vm.meta.name, vm.spec.replication_group)
+
+
+_RESTORING: dict[tuple[str, str], asyncio.Lock] = {}
 
 
 def _replicas(vm: protectedvm.ProtectedVM) -> tuple[str, ...]:
@@ -592,6 +660,7 @@ def _facts(
         attached=target is not None and bool(m.files) and _has(target, m.files),
         guest_ready=guest_ready,
         replicating_from_azure=m.session,
+        replication_group=m.vm.spec.replication_group,
     )
 
 
@@ -696,6 +765,7 @@ async def _perform(
 _STEP_OF = {
     ActionKind.POWER_OFF_AZURE: StepName.FENCE,
     ActionKind.SYNC_NOW: StepName.FINAL_SYNC,
+    ActionKind.SYNC_REPLICAS_NOW: StepName.FINAL_SYNC,
     ActionKind.RESTORE_POINT: StepName.RESTORE,
     ActionKind.ATTACH_DISKS: StepName.ATTACH,
     ActionKind.POWER_ON_ONPREM: StepName.POWER_ON,
@@ -740,22 +810,28 @@ async def _act(action: Action, m: Member, deps: Deps, run_id: str | None) -> Non
         await sites.compute.begin_deallocate(az.resource_group, az.name)
     elif kind is ActionKind.START_AZURE:
         await sites.compute.begin_start(az.resource_group, az.name)
-    elif kind is ActionKind.SYNC_NOW:
-        got = await deps.sessions.run_cycle(ps.endpoint, ps.tls, ns, name)
+    elif kind in (ActionKind.SYNC_NOW, ActionKind.SYNC_REPLICAS_NOW):
+        key = name if kind is ActionKind.SYNC_REPLICAS_NOW else _fwd_key(vm)
+        got = await deps.sessions.run_cycle(ps.endpoint, ps.tls, ns, key)
         if isinstance(got, Refused) and got.status in (404, 409):
             return  # a cycle runs already, or the session is gone: the next pass looks
         _ok(got, "process server")
     elif kind is ActionKind.RESTORE_POINT and action.point is not None:
-        _ok(await deps.sessions.delete_session(ps.endpoint, ps.tls, ns, name), "process server",
-            missing_ok=True)  # fmt: skip
-        group = group_name(ns, name)
-        g = m.mt_group
-        if g is not None and g.state is GroupState.ACTIVE:
-            newest = g.newest_point
-            if g.cycle_open or newest is None or newest.id != action.point:
-                _ok(await deps.points.rollback(mt.endpoint, mt.tls, group, action.point),
-                    "master target")  # fmt: skip
-            _ok(await deps.points.release(mt.endpoint, mt.tls, group), "master target")
+        key = _fwd_key(vm)
+        group = group_name(ns, key)
+        # The members of a replication group share the group: one restore at a time, each
+        # looking at it afresh (the first one rolls it back and releases it for all).
+        async with _RESTORING.setdefault((mt.endpoint, group), asyncio.Lock()):
+            _ok(await deps.sessions.delete_session(ps.endpoint, ps.tls, ns, key),
+                "process server", missing_ok=True)  # fmt: skip
+            seen = await deps.points.group(mt.endpoint, mt.tls, group)
+            g = seen if isinstance(seen, GroupStatus) else m.mt_group
+            if g is not None and g.state is GroupState.ACTIVE:
+                newest = g.newest_point
+                if g.cycle_open or newest is None or newest.id != action.point:
+                    _ok(await deps.points.rollback(mt.endpoint, mt.tls, group, action.point),
+                        "master target")  # fmt: skip
+                _ok(await deps.points.release(mt.endpoint, mt.tls, group), "master target")
     elif kind is ActionKind.ATTACH_DISKS:
         await _attach(m)
     elif kind is ActionKind.POWER_ON_ONPREM:
@@ -887,7 +963,7 @@ async def _commit(m: Member, deps: Deps, target: Site) -> None:
             missing_ok=True)  # fmt: skip
         return
     mt = m.sites.master_target
-    group = group_name(m.vm.meta.namespace, m.vm.meta.name)
+    group = group_name(m.vm.meta.namespace, _fwd_key(m.vm))
     _ok(await deps.points.delete_group(mt.endpoint, mt.tls, group), "master target",
         missing_ok=True)  # fmt: skip
 
@@ -954,6 +1030,7 @@ def _conditions(
     run_id: str | None,
     target: Site | None,
     now: dt.datetime,
+    split: Mapping[str, str],
 ) -> list[Condition]:
     gen = plan.meta.generation
     conds: list[Condition] = list(plan.status.conditions)
@@ -980,8 +1057,12 @@ def _conditions(
             Reason.CHECK_PASSED,
             "no member is in another plan",
         )
-    put(ConditionType.REPLICATION_GROUP_CONSISTENT, TRUE, Reason.CHECK_PASSED,
-        "every replication group is whole in this plan")  # fmt: skip
+    if split:
+        put(ConditionType.REPLICATION_GROUP_CONSISTENT, FALSE, Reason.REPLICATION_GROUP_SPLIT,
+            next(iter(split.values())))  # fmt: skip
+    else:
+        put(ConditionType.REPLICATION_GROUP_CONSISTENT, TRUE, Reason.CHECK_PASSED,
+            "every replication group is whole in one group of this plan")  # fmt: skip
     not_ready = [
         m.name
         for m in members

@@ -146,6 +146,7 @@ async def reconcile(vm: api.ProtectedVM, deps: Dependencies, now: dt.datetime) -
         ),
         reprotect=view.reprotect,
         awaiting_commit=view.awaiting_commit,
+        peers=tuple(p for p in peers if p.meta.name != vm.meta.name),
     )
     result = await replication.replicate(
         vm, mt, ps, azure.vm, alternate, own, startable, deps.replication, now

@@ -17,6 +17,7 @@ master target moved by Storage vMotion (R-PRE-4) stops every disk step, not the 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field, replace
 
 from failback.api import mastertarget, processserver, protectedvm
@@ -99,6 +100,8 @@ class Ownership:
     reprotect: bool = True
     """Replicate back to Azure once on-premises (the plan's reprotectAfterCommit)."""
     awaiting_commit: bool = False
+    peers: tuple[protectedvm.ProtectedVM, ...] = ()
+    """The other members of the VM's replication group (R-GRP-1)."""
 
 
 @dataclass(frozen=True)
@@ -264,8 +267,9 @@ async def _forward(
     may be taken (else they are only judged, for a drift to pause the session); ``moved``:
     the master target's Storage vMotion verdict (R-PRE-4), if it moved."""
     ns, name, gen = vm.meta.namespace, vm.meta.name, vm.meta.generation
-    group_name = reprotect.group_name(ns, name)
-    session = await _session(deps, sites, ns, name)
+    key = reprotect.replication_key(name, vm.spec.replication_group)
+    group_name = reprotect.group_name(ns, key)
+    session = await _session(deps, sites, ns, key)
     group = await _group(deps, sites, group_name)
     disks = await azure_disks(sites.compute, azure_vm) if azure_vm is not None else ()
     recorded = idle.target_disks
@@ -279,21 +283,28 @@ async def _forward(
         for _ in range(STEPS_PER_PASS if acting else 1):
             # Observe, act, and observe again: the steps that hold now are not redone.
             facts = await _forward_facts(vm, sites, alternate, disks, recorded, group, session)
+            facts = replace(
+                facts, replication_group=vm.spec.replication_group,
+                members=_members(vm, recorded, own.peers),
+            )  # fmt: skip
             step = reprotect.next_step(facts)
             if not acting or step.kind in (reprotect.StepKind.BLOCKED,
-                                           reprotect.StepKind.REPLICATING):  # fmt: skip
+                                           reprotect.StepKind.REPLICATING,
+                                           reprotect.StepKind.WAITING):  # fmt: skip
                 break
-            recorded = await _perform(vm, sites, facts, step, deps, group_name)
+            recorded = await _perform(vm, sites, facts, step, deps, group_name, own.peers)
             events.append(step.message)
             if step.kind is reprotect.StepKind.RECORD_TARGETS:
                 break  # written to the status before anything is moved, so a crash finds them
             if step.kind is reprotect.StepKind.ENSURE_GROUP:
                 group = await _group(deps, sites, group_name)
             if step.kind is reprotect.StepKind.ENSURE_SESSION:
-                session = await _session(deps, sites, ns, name)
+                session = await _session(deps, sites, ns, key)
     paused = reprotect.session_paused(step, session, acting=acting)
-    if paused is not None and step is not None:
-        session = await _pause(vm, sites, deps, group_name, disks, recorded, paused)
+    leads = not own.peers or name < min(p.meta.name for p in own.peers)
+    if paused is not None and step is not None and leads:
+        every = tuple(t for m in _members(vm, recorded, own.peers) for t in m.targets) or recorded
+        session = await _pause(vm, sites, deps, group_name, disks, every, paused, own.peers)
         events.append(f"replication paused: {step.reason}" if paused else "replication resumed")
     drift = reprotect.pauses(step)
     total = sum(d.size_bytes for d in disks)
@@ -369,6 +380,7 @@ async def _perform(
     step: reprotect.Step,
     deps: Deps,
     group_name: str,
+    peers: tuple[protectedvm.ProtectedVM, ...] = (),
 ) -> tuple[TargetDisk, ...]:
     """Do ``step``; the target disks to record."""
     kind = reprotect.StepKind
@@ -389,14 +401,15 @@ async def _perform(
             await _wait_task(sites, started)
     elif step.kind is kind.ENSURE_GROUP:
         mt = sites.master_target
-        wanted = [(t.uuid or "", t.size_bytes) for t in facts.recorded]
+        wanted = [(t.uuid or "", t.size_bytes) for t in step.targets or facts.recorded]
         got = await deps.points.ensure_group(mt.endpoint, mt.tls, group_name, wanted)
         _check(got, "master target")
     elif step.kind is kind.ENSURE_SESSION:
         ps = sites.process_server
-        spec = _session_spec(vm, sites, deps, group_name, facts.azure_disks, facts.recorded)
+        every = step.targets or facts.recorded
+        spec = _session_spec(vm, sites, deps, group_name, facts.azure_disks, every, peers=peers)
         got2 = await deps.sessions.put_session(
-            ps.endpoint, ps.tls, vm.meta.namespace, vm.meta.name, spec
+            ps.endpoint, ps.tls, vm.meta.namespace, _key(vm), spec
         )
         _check(got2, "process server")
     return facts.recorded
@@ -410,10 +423,17 @@ def _session_spec(
     disks: tuple[reprotect.AzureDisk, ...],
     recorded: tuple[TargetDisk, ...],
     paused: bool = False,
+    *,
+    peers: tuple[protectedvm.ProtectedVM, ...] = (),
 ) -> AzureToOnPremSpec:
     """The session's spec: each Azure disk into its recorded target. Without the Azure VM
-    (``disks`` empty: it is gone) the recorded sources, in the VM's resource group."""
+    (``disks`` empty: it is gone) the recorded sources, in the VM's resource group. A
+    replication group's: every member's disks (``recorded``), each in its VM's resource
+    group, and every member's resource ID."""
     rgs = {a.name: a.resource_group for a in disks}
+    for peer in peers:
+        for t in peer.status.replication.target_disks if peer.status.replication else ():
+            rgs.setdefault(t.source, _resource_group(peer.spec.azure.vm_id))
     return AzureToOnPremSpec(
         subscription_id=sites.azure.subscription,
         master_target=MasterTargetRef(sites.master_target.endpoint, group_name),
@@ -424,7 +444,37 @@ def _session_spec(
         interval_seconds=session_interval(vm, deps.interval),
         paused=paused,
         vm_id=vm.spec.azure.vm_id,
+        vm_ids=tuple(sorted(p.spec.azure.vm_id for p in peers)),
     )
+
+
+def _key(vm: protectedvm.ProtectedVM) -> str:
+    return reprotect.replication_key(vm.meta.name, vm.spec.replication_group)
+
+
+def _resource_group(vm_id: str) -> str:
+    match = _VM_RG.search(vm_id)
+    return match["rg"] if match else ""
+
+
+_VM_RG = re.compile(r"/resourceGroups/(?P<rg>[^/]+)/", re.IGNORECASE)
+
+
+def _members(
+    vm: protectedvm.ProtectedVM,
+    recorded: tuple[TargetDisk, ...],
+    peers: tuple[protectedvm.ProtectedVM, ...],
+) -> tuple[reprotect.GroupMember, ...]:
+    """The replication group's members by name, this VM with what this pass recorded."""
+    if vm.spec.replication_group is None:
+        return ()
+    members = [reprotect.GroupMember(vm.meta.name, recorded)] + [
+        reprotect.GroupMember(
+            p.meta.name, p.status.replication.target_disks if p.status.replication else ()
+        )
+        for p in peers
+    ]
+    return tuple(sorted(members, key=lambda m: m.name))
 
 
 async def _pause(
@@ -435,12 +485,13 @@ async def _pause(
     disks: tuple[reprotect.AzureDisk, ...],
     recorded: tuple[TargetDisk, ...],
     paused: bool,
+    peers: tuple[protectedvm.ProtectedVM, ...] = (),
 ) -> SessionStatus:
     """Pause (or resume) the session: the spec it was started with, ``paused`` changed
     (which the process server applies in place; anything else would be a conflict)."""
     ps = sites.process_server
-    spec = _session_spec(vm, sites, deps, group_name, disks, recorded, paused)
-    got = await deps.sessions.put_session(ps.endpoint, ps.tls, vm.meta.namespace, vm.meta.name,
+    spec = _session_spec(vm, sites, deps, group_name, disks, recorded, paused, peers=peers)
+    got = await deps.sessions.put_session(ps.endpoint, ps.tls, vm.meta.namespace, _key(vm),
                                           spec)  # fmt: skip
     if not isinstance(got, Refused | Unanswered):
         return got
@@ -498,7 +549,12 @@ def _health(
         why = session.resync_pending or "a disk is copied again"
         return UNKNOWN, Reason.RESYNCHRONIZING, why
     if state is ReplicationState.PAUSED:
-        return FALSE, Reason.REPLICATION_PAUSED, "replication is paused"
+        return (
+            FALSE,
+            Reason.REPLICATION_PAUSED,
+            "the process server's session is paused; it resumes by itself once every "
+            "replication step holds",
+        )
     note = (
         f"; {step.message}"
         if step is not None and step.kind is reprotect.StepKind.REPLICATING and step.message

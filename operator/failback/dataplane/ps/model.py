@@ -92,6 +92,13 @@ class SessionSpec:
     """OnPremToAzure: the Azure region of the replica disks."""
     retention_seconds: float = 86_400.0
     """OnPremToAzure: how long point snapshots are kept (the MT keeps its own)."""
+    vm_ids: tuple[str, ...] = ()
+    """AzureToOnPrem, a replication group's session: every member VM's resource ID (each
+    is listed under ``agents`` once its disks were read, R-PRE-13)."""
+
+    @property
+    def all_vm_ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(x for x in (self.vm_id, *self.vm_ids) if x))
 
     @property
     def key(self) -> str:
@@ -117,6 +124,7 @@ class SessionSpec:
             "intervalSeconds": self.interval_seconds,
             "paused": self.paused,
             "vmId": self.vm_id,
+            **({"vmIds": list(self.vm_ids)} if self.vm_ids else {}),
         }
 
     def targets(self) -> frozenset[str]:
@@ -139,6 +147,16 @@ def _text(body: dict[str, Any], name: str, pattern: re.Pattern[str], what: str) 
     if not isinstance(value, str) or not pattern.match(value):
         raise SpecError(name, f"must be {what}")
     return value
+
+
+def _vm_ids(body: dict[str, Any]) -> tuple[str, ...]:
+    raw = body.get("vmIds", [])
+    if not isinstance(raw, list) or len(raw) > MAX_DISKS:
+        raise SpecError("vmIds", f"must list at most {MAX_DISKS} Azure VM resource ids")
+    for index, item in enumerate(raw):
+        if not isinstance(item, str) or not item.startswith("/"):
+            raise SpecError(f"vmIds[{index}]", "must be an Azure VM's resource id")
+    return tuple(raw)
 
 
 def _common(body: dict[str, Any]) -> tuple[float, bool, str | None]:
@@ -281,6 +299,7 @@ def parse_spec(namespace: str, name: str, body: dict[str, Any]) -> SessionSpec:
         interval,
         paused,
         vm_id,
+        vm_ids=_vm_ids(body),
     )
 
 

@@ -235,9 +235,10 @@ class ProcessServerService:
                 },
                 "sessions": [s.spec.key for s in sessions],
                 "agents": [
-                    {"vmId": s.spec.vm_id, "registered": format_time(s.state.registered)}
+                    {"vmId": vm_id, "registered": format_time(s.state.registered)}
                     for s in sessions
-                    if s.spec.vm_id and s.state.registered
+                    if s.state.registered
+                    for vm_id in s.spec.all_vm_ids
                 ],
                 "rpoSourceTime": (
                     None
