@@ -423,6 +423,7 @@ class Scenario:
             f"--azure-arm-endpoint={emu.arm_url}",
             f"--azure-authority={emu.authority}",
             f"--azure-ca-file={emu.ca_file}",
+            "--azure-poll-interval=0.2",  # the emulator's operations take a second or so
             "--recheck-idle=0.5",
             f"--replication-interval={self.interval:g}",
         ]

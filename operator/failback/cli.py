@@ -140,6 +140,14 @@ def _operator_arguments(parser: argparse.ArgumentParser) -> None:
         help="client-side cap on ARM writes per principal and subscription (default: 1000, "
         "under Azure's 1,200)",
     )
+    azure.add_argument(
+        "--azure-poll-interval",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="seconds between polls of a long-running Azure operation when Azure gives no "
+        "Retry-After (default: 15)",
+    )
     vsphere = parser.add_argument_group("vSphere")
     vsphere.add_argument(
         "--vsphere-max-concurrency",
@@ -361,9 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
-        choices=("status", "start", "cancel", "approve", "dry-run"),
+        choices=("status", "start", "failover", "cancel", "approve", "dry-run"),
         help="status: phase, conditions and step log; start: spec.activeSite=OnPrem; "
-        "cancel: spec.activeSite=Azure (before commit); approve: commit the current run "
+        "failover: spec.activeSite=Azure after a committed failback; cancel: spec.activeSite "
+        "back to status.committedSite (before commit); approve: commit the current run "
         "(Manual commit); dry-run: spec.dryRun=true (--off: false)",
     )
     parser.add_argument("name", help="the FailbackPlan")
@@ -398,6 +407,10 @@ def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Sett
         raise UsageError(
             f"--azure-writes-per-hour must be positive, not {args.azure_writes_per_hour:g}"
         )
+    if args.azure_poll_interval <= 0:
+        raise UsageError(
+            f"--azure-poll-interval must be positive, not {args.azure_poll_interval:g}"
+        )
     if args.vsphere_max_concurrency < 1:
         raise UsageError(
             f"--vsphere-max-concurrency must be at least 1, not {args.vsphere_max_concurrency}"
@@ -419,6 +432,7 @@ def operator_settings(args: argparse.Namespace, environ: dict[str, str]) -> Sett
         azure_authority=args.azure_authority,
         azure_ca_file=args.azure_ca_file,
         azure_writes_per_hour=args.azure_writes_per_hour,
+        azure_poll_interval=args.azure_poll_interval,
         vsphere_max_concurrency=args.vsphere_max_concurrency,
     )
 

@@ -5,7 +5,8 @@ read of its status; the operator does the work::
 
     failback plan status NAME     phase, where the VMs run, the run, conditions, the step log
     failback plan start NAME      spec.activeSite = OnPrem (the failback)
-    failback plan cancel NAME     spec.activeSite = Azure, before commit
+    failback plan failover NAME   spec.activeSite = Azure after a committed failback
+    failback plan cancel NAME     spec.activeSite back to status.committedSite, before commit
     failback plan approve NAME    spec.commit.approvedRunId = status.runId (Manual commit)
     failback plan dry-run NAME    spec.dryRun = true (``--off``: false)
 
@@ -84,6 +85,8 @@ def status_text(plan: Mapping[str, Any]) -> str:
         f"  phase:        {status.get('phase') or 'Pending (not observed by the operator yet)'}",
         f"  wanted site:  {spec.get('activeSite')}"
         f"   observed: {status.get('activeSite') or 'unknown'}",
+        f"  settled at:   {status.get('committedSite') or 'Azure'}"
+        f"   run moves to: {status.get('runTarget') or '-'}",
         f"  run:          {status.get('runId') or '-'}"
         f"   commit: {commit.get('mode', 'Automatic')}"
         + (f" (approved run {commit['approvedRunId']})" if commit.get("approvedRunId") else ""),
@@ -113,18 +116,35 @@ def start(plans: Plans, name: str) -> str:
     return f"{name}: spec.activeSite set to OnPrem: the failback starts"
 
 
-def cancel(plans: Plans, name: str) -> str:
+def failover(plans: Plans, name: str) -> str:
     plan = plans.get(name)
-    phase = (plan.get("status") or {}).get("phase")
-    if phase in FINAL_PHASES:
+    home = (plan.get("status") or {}).get("committedSite") or "Azure"
+    if home != "OnPrem":
         raise PlanError(
-            f"{name} is {phase}: a committed failback cannot be cancelled; its VMs stay "
-            "on-premises (fail over to Azure again after reprotect)"
+            f"{name}: its VMs are settled in Azure (status.committedSite): a failover to Azure "
+            f"follows a committed failback; `failback plan start {name}` fails them back"
         )
     if plan["spec"].get("activeSite") == "Azure":
-        return f"{name}: spec.activeSite is Azure already: nothing to cancel"
-    plans.patch_spec(name, {"activeSite": "Azure"})
-    return f"{name}: spec.activeSite set back to Azure: the failback is being cancelled"
+        return f"{name}: spec.activeSite is Azure already; `failback plan status {name}`"
+    plans.patch_spec(name, {"activeSite": "Azure", "dryRun": False})
+    return f"{name}: spec.activeSite set to Azure: the failover to Azure starts"
+
+
+def cancel(plans: Plans, name: str) -> str:
+    plan = plans.get(name)
+    status = plan.get("status") or {}
+    phase = status.get("phase")
+    home = status.get("committedSite") or "Azure"
+    if phase in FINAL_PHASES:
+        back = "failover" if status.get("runTarget", "OnPrem") == "OnPrem" else "start"
+        raise PlanError(
+            f"{name} is {phase}: a committed run cannot be cancelled; its VMs stay where it "
+            f"put them (`failback plan {back} {name}` moves them back, after reprotect)"
+        )
+    if plan["spec"].get("activeSite") == home:
+        return f"{name}: spec.activeSite is {home} already: nothing to cancel"
+    plans.patch_spec(name, {"activeSite": home})
+    return f"{name}: spec.activeSite set back to {home}: the run is being cancelled"
 
 
 def approve(plans: Plans, name: str) -> str:
@@ -149,6 +169,7 @@ def dry_run(plans: Plans, name: str, on: bool = True) -> str:
 
 VERBS: dict[str, Callable[..., str]] = {
     "start": start,
+    "failover": failover,
     "cancel": cancel,
     "approve": approve,
     "dry-run": dry_run,

@@ -372,6 +372,12 @@ BAD: list[tuple[str, Callable[[], Obj], Callable[[Obj], None], str]] = [
         "spec.failover.forceReason is required with spec.failover.force",
     ),
     (
+        "fbp-force-empty-reason",
+        plan,
+        _set("spec.failover", {"type": "Unplanned", "force": True, "forceReason": ""}),
+        "spec.failover.forceReason is required with spec.failover.force",
+    ),
+    (
         "fbp-pit-no-time",
         plan,
         _set("spec.failover", {"recoveryPoint": {"type": "PointInTime"}}),

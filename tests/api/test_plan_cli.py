@@ -98,6 +98,21 @@ def test_start_dry_run_approve_and_cancel_change_only_their_field(
     assert "cannot be cancelled" in capsys.readouterr().err
     assert spec(custom, namespace)["activeSite"] == "OnPrem"
 
+    # After the commit the VMs are settled on-premises: a failover takes them to Azure,
+    # and a cancel before its commit brings them back on-premises.
+    assert run(kube, namespace, "failover", "home") == 1
+    assert "settled in Azure" in capsys.readouterr().err
+    set_status(custom, namespace, phase="Completed", committedSite="OnPrem", runTarget="OnPrem")
+    assert run(kube, namespace, "failover", "home") == 0
+    assert spec(custom, namespace)["activeSite"] == "Azure"
+    assert "the failover to Azure starts" in capsys.readouterr().out
+    set_status(custom, namespace, phase="FailingOver", runTarget="Azure", runId="run-8")
+    assert run(kube, namespace, "status", "home") == 0
+    assert "settled at:   OnPrem   run moves to: Azure" in capsys.readouterr().out
+    assert run(kube, namespace, "cancel", "home") == 0
+    assert spec(custom, namespace)["activeSite"] == "OnPrem"
+    assert "set back to OnPrem" in capsys.readouterr().out
+
 
 def test_refusals_name_the_reason(
     kube: Kube, namespace: str, custom: client.CustomObjectsApi, capsys: pytest.CaptureFixture[str]

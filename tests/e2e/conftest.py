@@ -43,7 +43,11 @@ def make_world(
     """``make_world(machines, **plan_spec)``: the scenario built, the operator started."""
     made: list[World] = []
 
-    def make(machines: Sequence[Machine], **plan_spec: Any) -> World:
+    def make(
+        machines: Sequence[Machine],
+        before: Callable[[Scenario], None] | None = None,
+        **plan_spec: Any,
+    ) -> World:
         operator_.install_into(kubectl, namespace)
         metrics_port = free_port()
         sc = Scenario(tmp_path / "sc", namespace, kubectl, azure_emulator, vcenter, si)
@@ -52,18 +56,13 @@ def make_world(
             k8s_client,
             kube,
             tmp_path,
-            [
-                f"--azure-arm-endpoint={azure_emulator.arm_url}",
-                f"--azure-authority={azure_emulator.authority}",
-                f"--azure-ca-file={azure_emulator.ca_file}",
-                "--recheck-idle=0.5",
-                "--replication-interval=2",
-                f"--metrics-port={metrics_port}",
-            ],
+            [*sc.operator_args(), f"--metrics-port={metrics_port}"],
             metrics_port=metrics_port,
         )
         made.append(world)
         sc.build(machines, plan_extra=plan_spec)
+        if before is not None:
+            before(sc)  # once both sites are built, before the operator sees them
         world.start_operator()
         return world
 

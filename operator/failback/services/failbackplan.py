@@ -629,9 +629,19 @@ def _facts(
     g = m.mt_group
     newest = g.newest_point if g is not None else None
     released = g is not None and g.state is GroupState.RELEASED
+    # Or the group is gone because this run restored and committed it (a crash before the
+    # commit was recorded): the disks are on the VM already. Never before this run restored
+    # it: before reprotect moves them, the original VM holds its own, stale, disks.
+    restored_here = steplog.ended(steps, StepName.RESTORE, m.name) is not None
     restored = (
         released and newest is not None and point is not None and newest.id == point.id
-    ) or (g is None and bool(m.files) and m.target is not None and _has(m.target, m.files))
+    ) or (
+        g is None
+        and restored_here
+        and bool(m.files)
+        and m.target is not None
+        and _has(m.target, m.files)
+    )
     if restored and point is None and newest is not None:
         point = newest
     stopped_at = m.azure_stopped_at or steplog.ended(steps, StepName.FENCE, m.name)
