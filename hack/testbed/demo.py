@@ -26,6 +26,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+import yaml
+
 from testbed import bed
 from testbed import operator as operator_
 from testbed.invariant import PairReport, check_never_both_running
@@ -48,11 +50,16 @@ MACHINES = (
     # The web front end: delta sync into its original VM (R-LOC-1).
     Machine("web-01"),
 )
-GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("databases", ("erp-db-01", "sql-01")),
-    ("applications", ("erp-app-01", "batch-01")),
-    ("frontends", ("web-01",)),
-)
+SAMPLE_PLAN = Path(__file__).resolve().parents[2] / "manifests/samples/40-failbackplan.yaml"
+
+
+def _sample_groups() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The sample plan's groups, as ``manifests/samples/`` has them."""
+    spec = yaml.safe_load(SAMPLE_PLAN.read_text())["spec"]
+    return tuple((g["name"], tuple(g["members"])) for g in spec["groups"])
+
+
+GROUPS = _sample_groups()
 PLAN_SPEC: dict[str, Any] = {
     "failover": {
         "type": "Planned",

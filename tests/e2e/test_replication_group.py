@@ -109,4 +109,6 @@ def test_a_replication_group_split_across_plan_groups_is_refused(make_world: Wor
         lambda: "split" in (world.step("preflight", "app-01").get("message") or ""),
         timeout=60,
     )
+    assert world.plan_status()["phase"] == "Validating"
     assert all(sc_power == "running" for sc_power in map(world.sc.azure_power, world.sc.machines))
+    assert world.step("fence", "app-01").get("state") == "Pending"

@@ -519,3 +519,18 @@ def test_a_replication_group_is_restored_only_once_every_member_is_fenced_and_sy
     # A VM outside any replication group does not wait for anyone.
     alone = decide(spec, RUN, facts(vm("web", **synced), vm("db")))
     assert (ActionKind.RESTORE_POINT, "web") in kinds(alone)
+
+
+def test_a_wrong_plan_does_not_begin_but_a_begun_run_goes_on() -> None:
+    wrong = replace(RUN, invalid="web is also in FailbackPlan other")
+    fresh = decide(plan(("web",)), wrong, facts(vm("web")))
+    assert (fresh.phase, fresh.actions, fresh.blocked) == (
+        PlanPhase.VALIDATING,
+        (),
+        "web is also in FailbackPlan other",
+    )
+    # A VM already fenced is not left half-way: the run goes on.
+    fenced = vm("web", azure=Power.STOPPED, synced_after_fence=True)
+    assert kinds(decide(plan(("web",)), wrong, facts(fenced))) == [
+        (ActionKind.RESTORE_POINT, "web")
+    ]

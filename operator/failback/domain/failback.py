@@ -180,6 +180,9 @@ class RunFacts:
     """A step that failed in this run (the plan stops there until the spec changes)."""
     home: Site = Site.AZURE
     """Where the VMs run when no run moves them: where the last committed run left them."""
+    invalid: str = ""
+    """Why the plan itself is wrong (a VM in two plans, a replication group split): a run
+    that has not touched any VM yet does not begin."""
 
 
 @dataclass(frozen=True)
@@ -417,7 +420,7 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
     actions: list[Action] = []
     blocked = ""
     all_done = True
-    started = False
+    started = touched = False
     skipped = (
         {StepName.FINAL_SYNC} if spec.failover.type is FailoverType.UNPLANNED else set[StepName]()
     )
@@ -454,10 +457,11 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
                 _lines(group.name, member.facts.name, name, action, message, skipped=skipped)
             )
             if name is None:
-                started = True
+                started = touched = True
                 continue
             group_done = False
             started = started or name is not StepName.PREFLIGHT
+            touched = touched or name not in (StepName.PREFLIGHT, StepName.FENCE)
             if spec.dry_run or run.failed:
                 continue
             if action is None:
@@ -473,6 +477,8 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
         return Decision(PlanPhase.READY, (), tuple(steps), "dry run: nothing is done")
     if run.failed:
         return Decision(PlanPhase.FAILED, (), tuple(steps), run.failed)
+    if run.invalid and not touched:
+        return Decision(PlanPhase.VALIDATING, (), tuple(steps), run.invalid)
     if not all_done:
         phase = PlanPhase.FAILING_OVER if started else PlanPhase.VALIDATING
         return Decision(phase, tuple(actions), tuple(steps), blocked)

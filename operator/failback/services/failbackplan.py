@@ -180,7 +180,7 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
     parsed = (_parse(b, failbackplan.parse) for b in bodies)
     others = [p for p in parsed if p is not None and p.meta.name != plan.meta.name]
     await asyncio.gather(*(_load(m, ns, deps, now) for m in members))
-    outside = await _outside(plan, members, deps)
+    checks = await _checks(plan, members, others, deps)
 
     # The run: a new one when activeSite leaves where the last commit put the VMs (a
     # failback from Azure, or a failover back to Azure after a committed failback); the
@@ -228,7 +228,7 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
             run_id,
             (target or towards, towards),
             home,
-            outside,
+            checks,
             deps,
             at,
             events,
@@ -264,9 +264,8 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
         events.append(
             Event("Warning", "FenceForced", f"fence forced: {spec.failover.force_reason}")
         )
-    split = _split_groups(plan, members, outside)
     conditions = _conditions(
-        plan, members, others, chosen, decision, phase, run_id, target, now, split
+        plan, members, others, chosen, decision, phase, run_id, target, now, checks.split
     )
     site = _site(members, phase)
     rpos = [m.vm.status.rpo_seconds for m in members if m.vm and m.vm.status.rpo_seconds]
@@ -300,6 +299,29 @@ async def reconcile(plan: FailbackPlan, deps: Deps, now: dt.datetime) -> Outcome
         PlanPhase.CANCELLING,
     )
     return Outcome(new, tuple(events), busy or starting, tuple(transitions))
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The plan's own validations, judged once per pass."""
+
+    split: Mapping[str, str]
+    """Members whose replication group is not whole in one group of the plan, with why."""
+    invalid: str
+    """The first reason the plan itself is wrong (a run that touched no VM does not begin)."""
+
+
+async def _checks(
+    plan: FailbackPlan, members: Sequence[Member], others: Sequence[FailbackPlan], deps: Deps
+) -> Checks:
+    split = _split_groups(plan, members, await _outside(plan, members, deps))
+    shared = [
+        f"{m.name} is also in FailbackPlan {o.meta.name}: a VM belongs to at most one plan"
+        for o in others
+        for m in members
+        if m.name in o.spec.members
+    ]
+    return Checks(split, next(iter([*split.values(), *shared]), ""))
 
 
 async def _outside(plan: FailbackPlan, members: Sequence[Member], deps: Deps) -> dict[str, str]:
@@ -377,7 +399,7 @@ async def _round(
     run_id: str | None,
     direction: tuple[Site, Site],
     home: Site,
-    outside: Mapping[str, str],
+    checks: Checks,
     deps: Deps,
     now: dt.datetime,
     events: list[Event],
@@ -400,7 +422,7 @@ async def _round(
         )
         for m in members
     }
-    for name, why in _split_groups(plan, members, outside).items():
+    for name, why in checks.split.items():
         # Only a member no step touched yet heeds ``ready``: a run under way goes on.
         facts[name] = replace(facts[name], ready=False, not_ready_reason=why)
     failed = steplog.first_failure(steps)
@@ -424,6 +446,7 @@ async def _round(
         reprotect_started=committed and reprotected,
         failed=f"{failed.vm or ''} {failed.name}: {failed.message}".strip() if failed else None,
         home=home,
+        invalid=checks.invalid,
     )
     decision = machine.decide(spec, run, facts)
     failures: dict[steplog.Key, str] = {}
