@@ -73,7 +73,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 )
                 raise Waiting(
                     deployed.message if deployed is not None else "deleting the VM",
-                    delay=outcome.retry_after or 30.0,
+                    delay=outcome.retry_after or settings.recheck_interval,
                 )
 
     routing.route(registry, settings, PROCESS_SERVER, reconcile_processserver)

@@ -329,8 +329,9 @@ async def _remove(
     gen = ps.meta.generation
     operation = _in_flight(out.operations)
     if users:
+        # Checked again at the operator's re-check interval (nothing to poll in Azure).
         decision = rules.decide_removal(None, None, users, gen, now)
-        out.deployed, out.retry_after = decision.deployed, 30.0
+        out.deployed, out.retry_after = decision.deployed, None
         return
     if operation is not None:
         if operation.name == "delete-vm":
