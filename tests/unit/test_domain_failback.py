@@ -534,3 +534,11 @@ def test_a_wrong_plan_does_not_begin_but_a_begun_run_goes_on() -> None:
     assert kinds(decide(plan(("web",)), wrong, facts(fenced))) == [
         (ActionKind.RESTORE_POINT, "web")
     ]
+
+
+def test_a_failover_needs_the_azure_vm_it_boots_and_says_so_before_touching_anything() -> None:
+    gone = vm("web", **{**ON_PREM, "azure": Power.MISSING})
+    decision = decide(plan(("web",), site=Site.AZURE), FAILOVER, facts(gone))
+    assert decision.actions == ()
+    assert "no longer exists" in decision.blocked
+    assert "recreate it" in decision.blocked

@@ -263,6 +263,14 @@ def _failover_step(
             None,
             "no recovery point of the Azure replicas matches spec.failover.recoveryPoint",
         )
+    if f.azure is Power.MISSING and untouched:
+        return (
+            StepName.PREFLIGHT,
+            None,
+            "the Azure VM of spec.azure.vmId no longer exists: a failover boots that VM from "
+            "the point's disks, so recreate it under that resource ID (its size and network "
+            "interface; any disks: they are swapped) and the failover goes on",
+        )
     if f.onprem is Power.RUNNING:
         return (
             StepName.FENCE,
