@@ -5,6 +5,7 @@ times faster than real time."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from failback.adapters.azure.clients import AzureClientsAdapter
 from failback.adapters.kubernetes import KubeReads
 from failback.api import protectedvm
-from failback.api.conditions import Condition, ConditionType, Reason
+from failback.api.conditions import FALSE, Condition, ConditionType, Reason
 from failback.services.azure_preflight import AzurePreflight, azure_preflight
 from testbed.azure.process import AzureEmulator
 
@@ -158,12 +159,32 @@ async def test_azure_faults_become_the_condition(
 ) -> None:
     emulator.control.create_vm(RG, "db-01")
     now = emulated_now(emulator)
+    judged = await azure_preflight(
+        protected(emulator, namespace, "db-01"), clients, kube_reads, now, registered_agents=[]
+    )
+    assert agent(judged)[0] == "Unknown"
+    assert judged.condition.reason == Reason.WAITING_FOR_AGENT_REGISTRATION
+    decided = replace(judged.condition, status=FALSE, reason=Reason.AGENT_NOT_REGISTERED)
     emulator.control.add_fault("error", route="arm_read", status=429, retry_after=300, times=1)
+    # A decided verdict on the same spec stands through a throttled read (Ready must not
+    # flap while ARM paces the reads), and the next check waits as Azure asked.
+    kept = await azure_preflight(
+        protected(emulator, namespace, "db-01", conditions=(decided,)),
+        clients,
+        kube_reads,
+        now,
+        registered_agents=[],
+    )
+    assert kept.condition == decided
+    assert kept.retry_after is not None
+    assert 299 <= kept.retry_after <= 300
+    # Nothing decided yet (or Unknown): the throttling itself is what there is to say.
     throttled = await azure_preflight(
         protected(emulator, namespace, "db-01"), clients, kube_reads, now
     )
     assert agent(throttled) == ("Unknown", Reason.AZURE_THROTTLED)
-    assert throttled.retry_after == 300
+    assert throttled.retry_after is not None
+    assert 290 <= throttled.retry_after <= 300
     unresolved = await azure_preflight(
         protected(emulator, namespace, "db-01", secret="azure-wrong"), clients, kube_reads, now
     )

@@ -30,6 +30,7 @@ from failback.ports.azure import (
     AzureClients,
     AzurePermanent,
     AzureRetryable,
+    AzureThrottled,
     PowerState,
     VirtualMachine,
 )
@@ -114,6 +115,16 @@ async def azure_preflight(
     try:
         compute = await clients.compute(identity, parsed["sub"])
         found = await compute.get_vm(parsed["rg"], parsed["name"])
+    except AzureThrottled as exc:
+        if (
+            previous is not None
+            and previous.status != UNKNOWN
+            and previous.observed_generation == gen
+        ):
+            # Azure asks to slow down: a read refused for pacing says nothing new, so the
+            # last verdict on this spec stands (Ready does not flap under ARM throttling).
+            return AzurePreflight(previous, None, exc.delay, None)
+        return AzurePreflight(cond(UNKNOWN, exc.reason, str(exc)), None, exc.delay, None)
     except AzureRetryable as exc:
         return AzurePreflight(cond(UNKNOWN, exc.reason, str(exc)), None, exc.delay, None)
     except AzurePermanent as exc:
