@@ -439,9 +439,10 @@ class ProcessServer:
                 "controlPlane": {"reachable": True, "error": None},
                 "sessions": [s.spec.key for s in sessions],
                 "agents": [
-                    {"vmId": s.spec.vm_id, "registered": format_time(s.registered)}
+                    {"vmId": vm_id, "registered": format_time(s.registered)}
                     for s in sessions
-                    if s.spec.vm_id and s.registered
+                    if s.registered
+                    for vm_id in s.spec.all_vm_ids
                 ],
                 "rpoSourceTime": (
                     None

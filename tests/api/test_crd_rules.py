@@ -206,6 +206,12 @@ def _groups(*groups: tuple[str, list[str]]) -> Callable[[Obj], None]:
 BAD: list[tuple[str, Callable[[], Obj], Callable[[Obj], None], str]] = [
     # ProtectedVM
     (
+        "pvm-group-name",
+        protected_vm,
+        _set("metadata.name", "group.erp"),
+        "metadata.name may not begin with 'group.'",
+    ),
+    (
         "pvm-vmid-pattern",
         protected_vm,
         _set("spec.azure.vmId", "web-01"),

@@ -15,77 +15,23 @@ Both machines share one world (one build, one operator) to keep the test short.
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
 
-from testbed import operator as operator_
 from testbed.azure.process import AzureEmulator
 from testbed.guest import GuestDisk, datastore_directories, flat_file
-from testbed.kube import Kube
-from testbed.procs import free_port
 from testbed.scenario import Machine, Scenario
-from testbed.tools import Tool
-from testbed.vcsim import VCenter
 
-from .world import World, conditions
+from .conftest import WorldMaker
+from .world import World, conditions, set_power
 
 pytestmark = pytest.mark.testbed
 
 WEB, APP = "web-01", "app-01"
 MACHINES = [Machine(WEB), Machine(APP, original=False)]
-
-DriftWorld = Callable[[Sequence[Machine], Callable[[Scenario], None]], World]
-
-
-@pytest.fixture
-def drift_world(
-    namespace: str,
-    kubectl: Tool,
-    crds_installed: list[str],
-    k8s_client: Any,
-    kube: Kube,
-    vcenter: VCenter,
-    azure_emulator: AzureEmulator,
-    si: Any,
-    tmp_path: Path,
-) -> Iterator[DriftWorld]:
-    """``make(machines, before)``: as ``make_world``, with ``before(scenario)`` run once both
-    sites are built and before the operator starts (so that it finds the drift first)."""
-    made: list[World] = []
-
-    def make(machines: Sequence[Machine], before: Callable[[Scenario], None]) -> World:
-        operator_.install_into(kubectl, namespace)
-        sc = Scenario(tmp_path / "sc", namespace, kubectl, azure_emulator, vcenter, si)
-        world = World(
-            sc, k8s_client, kube, tmp_path, [*sc.operator_args(), f"--metrics-port={free_port()}"]
-        )
-        made.append(world)
-        sc.build(machines)
-        before(sc)
-        world.start_operator()
-        return world
-
-    yield make
-    for world in made:
-        world.stop_operator()
-        world.sc.stop()
-
-
-def set_power(si: Any, instance_uuid: str, on: bool) -> None:
-    vm = si.content.searchIndex.FindByUuid(None, instance_uuid, True, True)
-    task = vm.PowerOnVM_Task() if on else vm.PowerOffVM_Task()
-    deadline = time.monotonic() + 60
-    while task.info.state not in ("success", "error"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"powering {instance_uuid} {'on' if on else 'off'}")
-        time.sleep(0.05)
-    assert task.info.state == "success", task.info.error
 
 
 def delete_azure_vm(emu: AzureEmulator, resource_group: str, name: str) -> None:
@@ -108,7 +54,7 @@ def paused_by(world: World, name: str, reason: str) -> bool:
 
 
 def test_drift_pauses_replication_and_keeps_every_byte_on_premises(
-    drift_world: DriftWorld,
+    make_world: WorldMaker,
 ) -> None:
     rng = random.Random(8)
     before_operator: dict[str, Any] = {}
@@ -125,7 +71,7 @@ def test_drift_pauses_replication_and_keeps_every_byte_on_premises(
         before_operator["files"] = sc.disk_files(original)
         before_operator["bytes"] = sc.onprem_bytes(original, sc.machines[WEB].disks)
 
-    world = drift_world(MACHINES, original_runs_with_data)
+    world = make_world(MACHINES, before=original_runs_with_data)
     sc = world.sc
     assert sc.rig is not None
     ps, mt, ns = sc.rig.ps.client, sc.rig.mt.client, sc.namespace

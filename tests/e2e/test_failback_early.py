@@ -11,28 +11,17 @@ reprotect moved them stopped the Azure VM and went on with the original VM's sta
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
 from testbed.scenario import Machine, Scenario
 
 from .conftest import WorldMaker
-from .world import conditions
+from .world import conditions, set_power
 
 pytestmark = pytest.mark.testbed
 
 WEB = "web-01"
-
-
-def set_power(si: Any, instance_uuid: str, on: bool) -> None:
-    vm = si.content.searchIndex.FindByUuid(None, instance_uuid, True, True)
-    task = vm.PowerOnVM_Task() if on else vm.PowerOffVM_Task()
-    deadline = time.monotonic() + 60
-    while task.info.state not in ("success", "error"):
-        assert time.monotonic() < deadline, f"powering {instance_uuid} {'on' if on else 'off'}"
-        time.sleep(0.05)
-    assert task.info.state == "success", task.info.error
 
 
 def test_a_failback_asked_for_before_protection_waits_then_loses_nothing(

@@ -44,6 +44,18 @@ def failback_vm_uuid_of(uid: str) -> str:
     return str(uuid.uuid5(FAILBACK_VM_NAMESPACE, uid))
 
 
+def set_power(si: Any, instance_uuid: str, on: bool) -> None:
+    """Power a vcsim VM on or off out of band (as a person at the vSphere client would)."""
+    vm = si.content.searchIndex.FindByUuid(None, instance_uuid, True, True)
+    task = vm.PowerOnVM_Task() if on else vm.PowerOffVM_Task()
+    deadline = time.monotonic() + 60
+    while task.info.state not in ("success", "error"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"powering {instance_uuid} {'on' if on else 'off'}")
+        time.sleep(0.05)
+    assert task.info.state == "success", task.info.error
+
+
 def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
     return {
         c["type"]: (c["status"], c["reason"], c["message"])

@@ -45,7 +45,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from failback.api.common import Site
 from failback.api.failbackplan import (
@@ -91,16 +90,6 @@ VM_STEPS: tuple[StepName, ...] = (
     StepName.ATTACH,
     StepName.POWER_ON,
     StepName.GUEST_READY,
-)
-CANCEL_STEPS: tuple[StepName, ...] = (
-    StepName.CANCEL_POWER_OFF,
-    StepName.CANCEL_START_AZURE,
-    StepName.CANCEL_RESUME,
-)
-CANCEL_FAILOVER_STEPS: tuple[StepName, ...] = (
-    StepName.CANCEL_POWER_OFF,
-    StepName.CANCEL_START_ONPREM,
-    StepName.CANCEL_RESUME,
 )
 
 
@@ -213,167 +202,153 @@ class _Member:
     steps: list[StepLine] = field(default_factory=list)
 
 
-def _vm_step(f: VMFacts, spec: FailbackPlanSpec) -> tuple[StepName | None, Action | None, str]:
-    """The first step of ``f`` not yet satisfied, the action that advances it (None: wait or
-    blocked), and a message. ``(None, None, "")`` when every step holds."""
-    planned = spec.failover.type is FailoverType.PLANNED
-    untouched = f.azure is Power.RUNNING and not f.restored
-    if not f.ready and untouched:
-        return StepName.PREFLIGHT, None, f.not_ready_reason or "the ProtectedVM is not Ready"
-    if f.point is None and not f.restored:
-        return StepName.PREFLIGHT, None, "no recovery point matches spec.failover.recoveryPoint"
-    if f.azure is Power.RUNNING:
-        return StepName.FENCE, Action(ActionKind.POWER_OFF_AZURE, f.name), "stopping the Azure VM"
-    if f.azure is Power.UNKNOWN and (planned or not spec.failover.force):
-        return (
-            StepName.FENCE,
-            None,
-            "the Azure VM cannot be confirmed stopped (Azure unreachable): a Planned "
-            "failback waits; an Unplanned one needs spec.failover.force with a reason",
-        )
-    if planned and not f.synced_after_fence and not f.restored:
-        return StepName.FINAL_SYNC, Action(ActionKind.SYNC_NOW, f.name), "final delta sync"
-    if not f.restored:
-        return (
-            StepName.RESTORE,
-            Action(ActionKind.RESTORE_POINT, f.name, f.point),
-            f"rolling the MT group back to {f.point}",
-        )
-    if not f.attached:
-        return StepName.ATTACH, Action(ActionKind.ATTACH_DISKS, f.name), "attaching disks"
-    if f.onprem is not Power.RUNNING:
-        # Reached only with the Azure VM confirmed stopped (or a forced, audited fence).
-        return StepName.POWER_ON, Action(ActionKind.POWER_ON_ONPREM, f.name), "powering on"
-    if not f.guest_ready:
-        return StepName.GUEST_READY, None, "waiting for VMware Tools in the guest"
-    return None, None, ""
+StepOutcome = tuple[StepName | None, Action | None, str]
+"""The first step not yet satisfied, the action that advances it (None: wait or blocked),
+and a message; ``(None, None, "")`` when every step holds."""
+
+_VM_OF = {Site.AZURE: "the Azure VM", Site.ON_PREM: "the on-premises VM"}
+_DOWN = {Site.AZURE: "Azure unreachable", Site.ON_PREM: "vCenter unreachable"}
+_STOP = {Site.AZURE: ActionKind.POWER_OFF_AZURE, Site.ON_PREM: ActionKind.POWER_OFF_ONPREM}
+_START = {Site.AZURE: ActionKind.START_AZURE, Site.ON_PREM: ActionKind.POWER_ON_ONPREM}
 
 
-def _failover_step(
-    f: VMFacts, spec: FailbackPlanSpec
-) -> tuple[StepName | None, Action | None, str]:
-    """As :func:`_vm_step`, for a run towards Azure (the on-premises VM is the source)."""
-    planned = spec.failover.type is FailoverType.PLANNED
-    untouched = f.onprem is Power.RUNNING and not f.restored
-    if not f.ready and untouched:
-        return StepName.PREFLIGHT, None, f.not_ready_reason or "the ProtectedVM is not Ready"
-    if f.point is None and not f.restored:
-        return (
-            StepName.PREFLIGHT,
-            None,
-            "no recovery point of the Azure replicas matches spec.failover.recoveryPoint",
-        )
-    if f.azure is Power.MISSING and untouched:
-        return (
-            StepName.PREFLIGHT,
-            None,
+def _power(f: VMFacts, site: Site) -> Power:
+    return f.azure if site is Site.AZURE else f.onprem
+
+
+@dataclass(frozen=True)
+class _Way:
+    """What differs between the two directions of a run; the step machine is the same."""
+
+    target: Site
+    run: str
+    no_point: str
+    sync: ActionKind
+    sync_message: str
+    restore: ActionKind
+    restore_message: str
+    """With ``{point}``."""
+    attach: ActionKind
+    attach_message: str
+    start_message: str
+    guest_message: str
+    target_gone: str
+    """Why a run cannot begin when the target site's VM does not exist ("": it may not:
+    a failback creates it at the alternate location)."""
+    cancel_start: StepName
+
+    @property
+    def source(self) -> Site:
+        return Site.AZURE if self.target is Site.ON_PREM else Site.ON_PREM
+
+    def replicating_back(self, f: VMFacts) -> bool:
+        """A cancel's last step holds: replication from the source site runs again."""
+        return f.replicating_from_azure if self.source is Site.AZURE else f.replicating_to_azure
+
+
+_WAYS = {
+    Site.ON_PREM: _Way(
+        target=Site.ON_PREM,
+        run="failback",
+        no_point="no recovery point matches spec.failover.recoveryPoint",
+        sync=ActionKind.SYNC_NOW,
+        sync_message="final delta sync",
+        restore=ActionKind.RESTORE_POINT,
+        restore_message="rolling the MT group back to {point}",
+        attach=ActionKind.ATTACH_DISKS,
+        attach_message="attaching disks",
+        start_message="powering on",
+        guest_message="waiting for VMware Tools in the guest",
+        target_gone="",
+        cancel_start=StepName.CANCEL_START_AZURE,
+    ),
+    Site.AZURE: _Way(
+        target=Site.AZURE,
+        run="failover",
+        no_point="no recovery point of the Azure replicas matches spec.failover.recoveryPoint",
+        sync=ActionKind.SYNC_REPLICAS_NOW,
+        sync_message="final delta sync into the Azure replicas",
+        restore=ActionKind.DISKS_FROM_POINT,
+        restore_message="copying point {point} of the replicas into new disks",
+        attach=ActionKind.SET_AZURE_DISKS,
+        attach_message="making the Azure VM boot from them",
+        start_message="starting the Azure VM",
+        guest_message="waiting for Azure to report the VM running",
+        target_gone=(
             "the Azure VM of spec.azure.vmId no longer exists: a failover boots that VM from "
             "the point's disks, so recreate it under that resource ID (its size and network "
-            "interface; any disks: they are swapped) and the failover goes on",
-        )
-    if f.onprem is Power.RUNNING:
-        return (
-            StepName.FENCE,
-            Action(ActionKind.POWER_OFF_ONPREM, f.name, step=StepName.FENCE),
-            "stopping the on-premises VM",
-        )
-    if f.onprem is Power.UNKNOWN and (planned or not spec.failover.force):
+            "interface; any disks: they are swapped) and the failover goes on"
+        ),
+        cancel_start=StepName.CANCEL_START_ONPREM,
+    ),
+}
+
+
+def _vm_step(f: VMFacts, spec: FailbackPlanSpec, way: _Way) -> StepOutcome:
+    """The next step of one member in a run ``way`` (towards ``way.target``)."""
+    planned = spec.failover.type is FailoverType.PLANNED
+    source, target = _power(f, way.source), _power(f, way.target)
+    untouched = source is Power.RUNNING and not f.restored
+    if not f.ready and untouched:
+        return StepName.PREFLIGHT, None, f.not_ready_reason or "the ProtectedVM is not Ready"
+    if f.point is None and not f.restored:
+        return StepName.PREFLIGHT, None, way.no_point
+    if way.target_gone and target is Power.MISSING and untouched:
+        return StepName.PREFLIGHT, None, way.target_gone
+    if source is Power.RUNNING:
+        stop = Action(_STOP[way.source], f.name, step=StepName.FENCE)
+        return StepName.FENCE, stop, f"stopping {_VM_OF[way.source]}"
+    if source is Power.UNKNOWN and (planned or not spec.failover.force):
         return (
             StepName.FENCE,
             None,
-            "the on-premises VM cannot be confirmed stopped (vCenter unreachable): a Planned "
-            "failover waits; an Unplanned one needs spec.failover.force with a reason",
+            f"{_VM_OF[way.source]} cannot be confirmed stopped ({_DOWN[way.source]}): a "
+            f"Planned {way.run} waits; an Unplanned one needs spec.failover.force with a reason",
         )
     if planned and not f.synced_after_fence and not f.restored:
-        return (
-            StepName.FINAL_SYNC,
-            Action(ActionKind.SYNC_REPLICAS_NOW, f.name),
-            "final delta sync into the Azure replicas",
-        )
+        return StepName.FINAL_SYNC, Action(way.sync, f.name), way.sync_message
     if not f.restored:
-        return (
-            StepName.RESTORE,
-            Action(ActionKind.DISKS_FROM_POINT, f.name, f.point),
-            f"copying point {f.point} of the replicas into new disks",
-        )
+        restore = Action(way.restore, f.name, f.point)
+        return StepName.RESTORE, restore, way.restore_message.format(point=f.point)
     if not f.attached:
-        return (
-            StepName.ATTACH,
-            Action(ActionKind.SET_AZURE_DISKS, f.name, f.point),
-            "making the Azure VM boot from them",
-        )
-    if f.azure is not Power.RUNNING:
-        # Reached only with the on-premises VM confirmed stopped (or a forced fence).
-        if f.azure is Power.MISSING:
-            return StepName.POWER_ON, None, "the Azure VM is gone (spec.azure.vmId)"
-        return (
-            StepName.POWER_ON,
-            Action(ActionKind.START_AZURE, f.name, step=StepName.POWER_ON),
-            "starting the Azure VM",
-        )
+        return StepName.ATTACH, Action(way.attach, f.name, f.point), way.attach_message
+    if target is not Power.RUNNING:
+        # Reached only with the source confirmed stopped (or a forced, audited fence).
+        if way.target_gone and target is Power.MISSING:
+            return StepName.POWER_ON, None, way.target_gone
+        start = Action(_START[way.target], f.name, step=StepName.POWER_ON)
+        return StepName.POWER_ON, start, way.start_message
     if not f.guest_ready:
-        return StepName.GUEST_READY, None, "waiting for Azure to report the VM running"
+        return StepName.GUEST_READY, None, way.guest_message
     return None, None, ""
 
 
-def _cancel_step(f: VMFacts) -> tuple[StepName | None, Action | None, str]:
-    if f.onprem is Power.RUNNING:
-        return (
-            StepName.CANCEL_POWER_OFF,
-            Action(ActionKind.POWER_OFF_ONPREM, f.name),
-            "stopping the on-premises VM",
-        )
-    if f.onprem is Power.UNKNOWN:
-        return (
-            StepName.CANCEL_POWER_OFF,
-            None,
-            "the on-premises VM cannot be confirmed stopped (vCenter unreachable): waiting",
-        )
-    if f.azure is not Power.RUNNING:
-        if f.azure is Power.UNKNOWN:
-            return StepName.CANCEL_START_AZURE, None, "Azure is unreachable: waiting"
-        return (
-            StepName.CANCEL_START_AZURE,
-            Action(ActionKind.START_AZURE, f.name),
-            "starting the Azure VM again",
-        )
-    if not f.replicating_from_azure:
-        return (
-            StepName.CANCEL_RESUME,
-            Action(ActionKind.RESUME_REPLICATION, f.name),
-            "resuming replication from Azure",
-        )
-    return None, None, ""
-
-
-def _cancel_failover_step(f: VMFacts) -> tuple[StepName | None, Action | None, str]:
-    """Undo a failover before its commit: the Azure VM off (confirmed) before the
-    on-premises one starts again, then reverse replication resumes."""
-    if f.azure is Power.RUNNING:
-        return (
-            StepName.CANCEL_POWER_OFF,
-            Action(ActionKind.POWER_OFF_AZURE, f.name, step=StepName.CANCEL_POWER_OFF),
-            "stopping the Azure VM",
-        )
-    if f.azure is Power.UNKNOWN:
+def _cancel_step(f: VMFacts, way: _Way) -> StepOutcome:
+    """Undo a run ``way`` before its commit: the target's VM off (confirmed) before the
+    source's starts again, then replication from the source resumes."""
+    source, target = _power(f, way.source), _power(f, way.target)
+    if target is Power.RUNNING:
+        stop = Action(_STOP[way.target], f.name, step=StepName.CANCEL_POWER_OFF)
+        return StepName.CANCEL_POWER_OFF, stop, f"stopping {_VM_OF[way.target]}"
+    if target is Power.UNKNOWN:
         return (
             StepName.CANCEL_POWER_OFF,
             None,
-            "the Azure VM cannot be confirmed stopped (Azure unreachable): waiting",
+            f"{_VM_OF[way.target]} cannot be confirmed stopped ({_DOWN[way.target]}): waiting",
         )
-    if f.onprem is not Power.RUNNING:
-        if f.onprem is not Power.STOPPED:
-            return StepName.CANCEL_START_ONPREM, None, "vCenter is unreachable: waiting"
-        return (
-            StepName.CANCEL_START_ONPREM,
-            Action(ActionKind.POWER_ON_ONPREM, f.name, step=StepName.CANCEL_START_ONPREM),
-            "starting the on-premises VM again",
-        )
-    if not f.replicating_to_azure:
+    if source is not Power.RUNNING:
+        if source is Power.UNKNOWN:
+            return way.cancel_start, None, f"{_DOWN[way.source]}: waiting"
+        if source is Power.MISSING:
+            return way.cancel_start, None, f"{_VM_OF[way.source]} is gone: nothing to start"
+        start = Action(_START[way.source], f.name, step=way.cancel_start)
+        return way.cancel_start, start, f"starting {_VM_OF[way.source]} again"
+    if not way.replicating_back(f):
+        direction = "from" if way.source is Site.AZURE else "to"
         return (
             StepName.CANCEL_RESUME,
             Action(ActionKind.RESUME_REPLICATION, f.name),
-            "resuming replication to Azure",
+            f"resuming replication {direction} Azure",
         )
     return None, None, ""
 
@@ -397,9 +372,7 @@ def decide(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) 
     if run.run_id is not None and run.target is site:
         return _run(spec, run, facts)
     if run.run_id is not None and not run.committed:
-        if run.target is Site.ON_PREM:
-            return _cancel(spec, run, facts, _cancel_step, CANCEL_STEPS)
-        return _cancel(spec, run, facts, _cancel_failover_step, CANCEL_FAILOVER_STEPS)
+        return _cancel(spec, facts, _WAYS[run.target])
     if site is run.home:
         return _settled(spec, facts)
     # A run towards ``site`` that has no id yet: what a dry run publishes.
@@ -421,7 +394,7 @@ def _settled(spec: FailbackPlanSpec, facts: Mapping[str, VMFacts]) -> Decision:
 def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) -> Decision:
     """A failback (towards OnPrem) or a failover (towards Azure): the members' steps in
     group order, then commit and reprotect."""
-    step_of = _vm_step if run.target is Site.ON_PREM else _failover_step
+    way = _WAYS[run.target]
     members = _members(spec, facts)
     behind = _behind(members, spec) if run.target is Site.ON_PREM else {}
     steps: list[StepLine] = []
@@ -450,7 +423,7 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
         for member in in_group:
             # Once committed, the VM steps are history: the disks hold the committed point.
             name, action, message = (
-                (None, None, "") if run.committed else step_of(member.facts, spec)
+                (None, None, "") if run.committed else _vm_step(member.facts, spec, way)
             )
             if name is StepName.RESTORE and behind.get(member.facts.replication_group or ""):
                 late = ", ".join(behind[member.facts.replication_group or ""])
@@ -509,7 +482,7 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
     steps.append(StepLine(StepName.COMMIT, StepState.SUCCEEDED))
     # The twin left behind must stay off: a VM the run left behind seen running again (a
     # forced fence whose site came back, someone starting it) is stopped at once.
-    fence = tuple(_refence(m.facts, run.target) for m in members if _left_running(m.facts, run))
+    fence = tuple(a for m in members if (a := _refence(m.facts, way)) is not None)
     if spec.reprotect_after_commit and not run.reprotect_started:
         steps.append(StepLine(StepName.REPROTECT, StepState.RUNNING))
         reprotect = tuple(Action(ActionKind.START_REPROTECT, m.facts.name) for m in members)
@@ -522,14 +495,11 @@ def _run(spec: FailbackPlanSpec, run: RunFacts, facts: Mapping[str, VMFacts]) ->
     return Decision(PlanPhase.COMPLETED, (), tuple(steps), done=True)
 
 
-def _left_running(f: VMFacts, run: RunFacts) -> bool:
-    left = f.azure if run.target is Site.ON_PREM else f.onprem
-    return left is Power.RUNNING
-
-
-def _refence(f: VMFacts, target: Site) -> Action:
-    kind = ActionKind.POWER_OFF_AZURE if target is Site.ON_PREM else ActionKind.POWER_OFF_ONPREM
-    return Action(kind, f.name, step=StepName.FENCE)
+def _refence(f: VMFacts, way: _Way) -> Action | None:
+    """Stop the VM the run left behind if it is seen running again after the commit."""
+    if _power(f, way.source) is not Power.RUNNING:
+        return None
+    return Action(_STOP[way.source], f.name, step=StepName.FENCE)
 
 
 _BEFORE_RESTORE = frozenset({StepName.PREFLIGHT, StepName.FENCE, StepName.FINAL_SYNC})
@@ -542,25 +512,20 @@ def _behind(members: Sequence[_Member], spec: FailbackPlanSpec) -> dict[str, lis
         group = m.facts.replication_group
         if group is None:
             continue
-        name, _, _ = _vm_step(m.facts, spec)
+        name, _, _ = _vm_step(m.facts, spec, _WAYS[Site.ON_PREM])
         if name in _BEFORE_RESTORE:
             out.setdefault(group, []).append(m.facts.name)
     return out
 
 
-def _cancel(
-    spec: FailbackPlanSpec,
-    run: RunFacts,
-    facts: Mapping[str, VMFacts],
-    step_of: Any,
-    order: Sequence[StepName],
-) -> Decision:
+def _cancel(spec: FailbackPlanSpec, facts: Mapping[str, VMFacts], way: _Way) -> Decision:
     """Undo a run before its commit, members in the reverse order of the run."""
+    order = (StepName.CANCEL_POWER_OFF, way.cancel_start, StepName.CANCEL_RESUME)
     steps: list[StepLine] = []
     actions: list[Action] = []
     blocked = ""
     for member in reversed(_members(spec, facts)):
-        name, action, message = step_of(member.facts)
+        name, action, message = _cancel_step(member.facts, way)
         steps.extend(_lines(member.group, member.facts.name, name, action, message, order))
         if name is None:
             continue

@@ -80,6 +80,7 @@ from failback.api.conditions import Reason
 from failback.api.protectedvm import (
     Action,
     Direction,
+    ProtectedVM,
     Replication,
     ReplicationState,
     TargetDisk,
@@ -112,6 +113,12 @@ def replication_key(name: str, replication_group: str | None) -> str:
     """What a VM's process-server session and master target group are named after: the VM,
     or its replication group, whose members replicate as one cut (R-GRP-1)."""
     return f"{GROUP_PREFIX}{replication_group}" if replication_group else name
+
+
+def forward_key(vm: ProtectedVM) -> str:
+    """The name of ``vm``'s Azure → on-premises session and master target group (in its
+    namespace): its replication group's, if it has one."""
+    return replication_key(vm.meta.name, vm.spec.replication_group)
 
 
 def alternate_folder(datastore: str, namespace: str, name: str) -> str:

@@ -17,7 +17,6 @@ master target moved by Storage vMotion (R-PRE-4) stops every disk step, not the 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field, replace
 
 from failback.api import mastertarget, processserver, protectedvm
@@ -60,6 +59,7 @@ from failback.services.sites import (
     failback_vm_uuid,
     reconfiguring,
     resolve,
+    resource_group_of,
     target_vm_uuid,
     vsphere_vm,
 )
@@ -267,7 +267,7 @@ async def _forward(
     may be taken (else they are only judged, for a drift to pause the session); ``moved``:
     the master target's Storage vMotion verdict (R-PRE-4), if it moved."""
     ns, name, gen = vm.meta.namespace, vm.meta.name, vm.meta.generation
-    key = reprotect.replication_key(name, vm.spec.replication_group)
+    key = reprotect.forward_key(vm)
     group_name = reprotect.group_name(ns, key)
     session = await _session(deps, sites, ns, key)
     group = await _group(deps, sites, group_name)
@@ -409,7 +409,7 @@ async def _perform(
         every = step.targets or facts.recorded
         spec = _session_spec(vm, sites, deps, group_name, facts.azure_disks, every, peers=peers)
         got2 = await deps.sessions.put_session(
-            ps.endpoint, ps.tls, vm.meta.namespace, _key(vm), spec
+            ps.endpoint, ps.tls, vm.meta.namespace, reprotect.forward_key(vm), spec
         )
         _check(got2, "process server")
     return facts.recorded
@@ -433,7 +433,7 @@ def _session_spec(
     rgs = {a.name: a.resource_group for a in disks}
     for peer in peers:
         for t in peer.status.replication.target_disks if peer.status.replication else ():
-            rgs.setdefault(t.source, _resource_group(peer.spec.azure.vm_id))
+            rgs.setdefault(t.source, resource_group_of(peer.spec.azure.vm_id, ""))
     return AzureToOnPremSpec(
         subscription_id=sites.azure.subscription,
         master_target=MasterTargetRef(sites.master_target.endpoint, group_name),
@@ -446,18 +446,6 @@ def _session_spec(
         vm_id=vm.spec.azure.vm_id,
         vm_ids=tuple(sorted(p.spec.azure.vm_id for p in peers)),
     )
-
-
-def _key(vm: protectedvm.ProtectedVM) -> str:
-    return reprotect.replication_key(vm.meta.name, vm.spec.replication_group)
-
-
-def _resource_group(vm_id: str) -> str:
-    match = _VM_RG.search(vm_id)
-    return match["rg"] if match else ""
-
-
-_VM_RG = re.compile(r"/resourceGroups/(?P<rg>[^/]+)/", re.IGNORECASE)
 
 
 def _members(
@@ -491,8 +479,8 @@ async def _pause(
     (which the process server applies in place; anything else would be a conflict)."""
     ps = sites.process_server
     spec = _session_spec(vm, sites, deps, group_name, disks, recorded, paused, peers=peers)
-    got = await deps.sessions.put_session(ps.endpoint, ps.tls, vm.meta.namespace, _key(vm),
-                                          spec)  # fmt: skip
+    key = reprotect.forward_key(vm)
+    got = await deps.sessions.put_session(ps.endpoint, ps.tls, vm.meta.namespace, key, spec)
     if not isinstance(got, Refused | Unanswered):
         return got
     what = "pause" if paused else "resume"
@@ -500,7 +488,7 @@ async def _pause(
         raise FailbackError(
             f"the process server refused to {what} the session ({got.message}): its disks are "
             f"not the recorded targets in resource group {sites.azure.resource_group}; "
-            f"{what} it with PUT /v1/sessions/{vm.meta.namespace}/{vm.meta.name} and "
+            f"{what} it with PUT /v1/sessions/{vm.meta.namespace}/{key} and "
             f'"paused": {str(paused).lower()} (never delete it: the master target keeps its '
             "points)"
         )

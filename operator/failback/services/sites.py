@@ -34,7 +34,14 @@ _VM_ID = re.compile(
     r"/providers/Microsoft\.Compute/virtualMachines/(?P<name>[^/]+)$",
     re.IGNORECASE,
 )
-_DISK_RG = re.compile(r"/resourceGroups/(?P<rg>[^/]+)/", re.IGNORECASE)
+_RESOURCE_GROUP = re.compile(r"/resourceGroups/(?P<rg>[^/]+)/", re.IGNORECASE)
+
+
+def resource_group_of(resource_id: str | None, default: str) -> str:
+    """The resource group an Azure resource ID names, or ``default``."""
+    match = _RESOURCE_GROUP.search(resource_id or "")
+    return match["rg"] if match else default
+
 
 FAILBACK_VM_NAMESPACE = uuid.UUID("8f6c2b0e-5a43-4c1e-9b7d-2f1e0c3a4d5b")
 
@@ -166,8 +173,7 @@ async def azure_disks(compute: AzureCompute, found: VirtualMachine) -> tuple[Azu
     refs = (found.os_disk, *sorted(found.data_disks, key=lambda d: d.lun or 0))
     out = []
     for ref in refs:
-        match = _DISK_RG.search(ref.id or "")
-        rg = match["rg"] if match else found.resource_group
+        rg = resource_group_of(ref.id, found.resource_group)
         disk = await compute.get_disk(rg, ref.name)
         if disk is None:
             raise Permanent(f"Azure disk {ref.name} of VM {found.name} is not found")
